@@ -1,0 +1,315 @@
+"""Backend registry: which kernel runs an operation, and on how many threads.
+
+Every operation exists three times, under the same kernel name, in three
+places that are found by convention from the operation's *topic* (the
+public module it belongs to):
+
+========  =============================================
+backend   module holding the kernels of topic ``t``
+========  =============================================
+numpy     ``fastdiv.backends.reference``
+numba     ``fastdiv.backends.numba_<t>``
+cython    ``fastdiv.backends._cython._<t>``
+========  =============================================
+
+Nothing here imports Numba or a compiled extension until a kernel is first
+asked for, so ``import fastdiv`` stays fast and never fails because a
+backend is missing. ``"auto"`` falls back to the next usable backend (and
+says so at debug level); a backend asked for by name that is not usable
+raises :class:`BackendUnavailableError` with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import logging
+import os
+from typing import Callable, NamedTuple
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("numpy", "numba", "cython")
+_CHOICES = ("auto",) + BACKENDS
+
+_MODULE_OF = {
+    "numpy": "fastdiv.backends.reference",
+    "numba": "fastdiv.backends.numba_{topic}",
+    "cython": "fastdiv.backends._cython._{topic}",
+}
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for by name but cannot run here."""
+
+
+class BackendStatus(NamedTuple):
+    """Whether a backend can run here, and if not, why."""
+
+    usable: bool
+    reason: str | None
+
+
+# --------------------------------------------------------------------------
+# "auto": which backend runs an operation of a given size.
+#
+# Each entry maps a kernel name to (threshold, small, large): inputs with
+# fewer than ``threshold`` elements go to ``small`` (where the fixed cost of
+# a call dominates), others to ``large``. The figures come from
+# benchmarks/ (``pytest benchmarks --benchmark-group-by=group``) on the
+# 2-core project machine; the comment beside each entry records them.
+# A backend that is not usable is replaced by the next in _FALLBACK.
+# --------------------------------------------------------------------------
+AUTO_POLICY: dict[str, tuple[int, str, str]] = {}
+
+# Preference order when the chosen backend is not usable: the compiled
+# backends first, the reference last because it is the slowest.
+_FALLBACK = ("cython", "numba", "numpy")
+
+# The default policy for kernels without an entry: compiled from the start.
+_DEFAULT_POLICY = (0, "cython", "cython")
+
+_requested_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fastdiv_backend", default=None
+)
+_requested_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "fastdiv_threads", default=None
+)
+
+_status_cache: dict[str, BackendStatus] = {}
+_kernel_cache: dict[tuple[str, str, str], Callable] = {}
+
+
+def backends() -> dict[str, BackendStatus]:
+    """Tell which backends can run here and, for each that cannot, why.
+
+    Returns
+    -------
+    dict
+        Maps ``"numpy"``, ``"numba"`` and ``"cython"`` to a
+        :class:`BackendStatus` ``(usable, reason)``; ``reason`` is None for
+        a usable backend.
+
+    Examples
+    --------
+    >>> import fastdiv as fd
+    >>> fd.backends()["numpy"]
+    BackendStatus(usable=True, reason=None)
+    """
+    return {name: _status(name) for name in BACKENDS}
+
+
+def _status(name: str) -> BackendStatus:
+    if name not in _status_cache:
+        _status_cache[name] = _probe(name)
+    return _status_cache[name]
+
+
+def _probe(name: str) -> BackendStatus:
+    # A gate answers yes or no without raising: any failure becomes a reason.
+    if name == "numpy":
+        return BackendStatus(True, None)
+    if name == "numba":
+        try:
+            import numba  # noqa: F401
+        except Exception as exc:  # ImportError, or a broken llvmlite
+            return BackendStatus(False, f"numba cannot be imported: {exc}")
+        return BackendStatus(True, None)
+    try:
+        importlib.import_module("fastdiv.backends._cython._omp")
+    except Exception as exc:
+        return BackendStatus(
+            False,
+            "the Cython extensions are not built (reinstall fastdiv with "
+            f"`pip install .` from its source): {exc}",
+        )
+    return BackendStatus(True, None)
+
+
+@contextlib.contextmanager
+def options(backend: str | None = None, threads: int | None = None):
+    """Set the default backend and thread count inside a ``with`` block.
+
+    Parameters
+    ----------
+    backend : {"auto", "numpy", "numba", "cython"}, optional
+        Backend for every call in the block that does not pass ``backend=``.
+    threads : int, optional
+        Number of threads the compiled backends use (at least 1). More than
+        the machine's cores is allowed and capped at the cores Numba saw.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdiv as fd
+    >>> with fd.options(backend="numpy", threads=1):
+    ...     fd.softmax(np.zeros(2))
+    array([0.5, 0.5])
+    """
+    tokens = []
+    if backend is not None:
+        tokens.append((_requested_backend, _requested_backend.set(
+            _check_backend_name(backend, "backend"))))
+    if threads is not None:
+        tokens.append((_requested_threads, _requested_threads.set(
+            _check_threads(threads, "threads"))))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def _check_backend_name(name, where: str) -> str:
+    if not isinstance(name, str) or name.lower() not in _CHOICES:
+        raise ValueError(
+            f"{where} must be one of {', '.join(map(repr, _CHOICES))}, "
+            f"got {name!r}"
+        )
+    return name.lower()
+
+
+def _check_threads(threads, where: str) -> int:
+    # Accept an int (not a bool) or, from the environment, a string of digits.
+    if isinstance(threads, str):
+        value = int(threads) if threads.strip().isdigit() else 0
+    elif isinstance(threads, bool) or not hasattr(threads, "__index__"):
+        value = 0
+    else:
+        value = threads.__index__()
+    if value < 1:
+        raise ValueError(f"{where} must be a positive integer, got {threads!r}")
+    return value
+
+
+def requested_backend(backend: str | None) -> str:
+    """The backend a call asked for: argument, then options(), then env."""
+    if backend is not None:
+        return _check_backend_name(backend, "backend")
+    scoped = _requested_backend.get()
+    if scoped is not None:
+        return scoped
+    env = os.environ.get("FASTDIV_BACKEND")
+    if env:
+        return _check_backend_name(env, "the environment variable FASTDIV_BACKEND")
+    return "auto"
+
+
+def num_threads() -> int:
+    """Threads the compiled kernels use: options(), then env, then all cores.
+
+    ``FASTDIV_NUM_THREADS`` sets the default; the cores this process may run
+    on (its CPU affinity) are the last resort.
+    """
+    scoped = _requested_threads.get()
+    if scoped is not None:
+        return scoped
+    env = os.environ.get("FASTDIV_NUM_THREADS")
+    if env:
+        return _check_threads(env, "the environment variable FASTDIV_NUM_THREADS")
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def choose_backend(kernel: str, size: int, backend: str | None = None) -> str:
+    """Resolve ``backend`` (possibly "auto") to a usable backend name.
+
+    Parameters
+    ----------
+    kernel : str
+        Kernel name, the key of :data:`AUTO_POLICY`.
+    size : int
+        Number of elements the kernel will read; "auto" uses it.
+    backend : str, optional
+        What the caller passed as ``backend=``.
+    """
+    wanted = requested_backend(backend)
+    if wanted != "auto":
+        status = _status(wanted)
+        if not status.usable:
+            raise BackendUnavailableError(
+                f"backend {wanted!r} is not usable: {status.reason}"
+            )
+        return wanted
+    threshold, small, large = AUTO_POLICY.get(kernel, _DEFAULT_POLICY)
+    preferred = small if size < threshold else large
+    order = (preferred,) + tuple(b for b in _FALLBACK if b != preferred)
+    for name in order:
+        status = _status(name)
+        if status.usable:
+            if name != preferred:
+                logger.debug(
+                    "auto: %s preferred %s for %d elements, which is not usable "
+                    "(%s); using %s", kernel, preferred, size, status.reason, name,
+                )
+            else:
+                logger.debug("auto: %s on %s for %d elements", kernel, name, size)
+            return name
+    raise AssertionError("the numpy backend is always usable")  # pragma: no cover
+
+
+def get_kernel(topic: str, kernel: str, backend: str) -> Callable:
+    """The kernel ``kernel`` of ``topic`` on a resolved backend.
+
+    The returned callable sets the thread count of its backend before it
+    runs, so a kernel always uses :func:`num_threads` threads.
+    """
+    key = (topic, kernel, backend)
+    fn = _kernel_cache.get(key)
+    if fn is None:
+        module = importlib.import_module(_MODULE_OF[backend].format(topic=topic))
+        raw = getattr(module, kernel)
+        fn = _with_threads(raw, backend)
+        _kernel_cache[key] = fn
+    return fn
+
+
+def kernel_for(
+    topic: str, kernel: str, size: int, backend: str | None = None
+) -> Callable:
+    """Resolve the backend for ``size`` elements and return its kernel.
+
+    Under "auto", a backend whose module for this topic cannot be loaded (an
+    extension left out of a partial build, say) is skipped like an unusable
+    backend; asked for by name, it raises BackendUnavailableError.
+    """
+    chosen = choose_backend(kernel, size, backend)
+    try:
+        return get_kernel(topic, kernel, chosen)
+    except (ImportError, AttributeError) as exc:
+        if requested_backend(backend) != "auto":
+            raise BackendUnavailableError(
+                f"backend {chosen!r} has no kernel {kernel!r}: {exc}"
+            ) from exc
+        logger.debug("auto: %s on %s failed to load (%s); using numpy",
+                     kernel, chosen, exc)
+        return get_kernel(topic, kernel, "numpy")
+
+
+def _with_threads(raw: Callable, backend: str) -> Callable:
+    if backend == "numpy":
+        return raw
+    set_threads = _thread_setter(backend)
+
+    def run(*args):
+        set_threads(num_threads())
+        return raw(*args)
+
+    run.__name__ = getattr(raw, "__name__", "kernel")
+    run.__wrapped__ = raw
+    return run
+
+
+def _thread_setter(backend: str) -> Callable[[int], None]:
+    if backend == "numba":
+        import numba
+
+        def set_numba_threads(n: int) -> None:
+            # Numba refuses more threads than its pool was started with.
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+        return set_numba_threads
+    omp = importlib.import_module("fastdiv.backends._cython._omp")
+    return omp.set_num_threads

@@ -1,0 +1,93 @@
+"""Build the Cython kernels, with OpenMP where the compiler has it.
+
+Every ``fastdiv/backends/_cython/*.pyx`` becomes an extension module. OpenMP
+is detected by compiling a small program; without it the kernels are built
+serially, so an install never fails for lack of OpenMP.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from glob import glob
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+_OPENMP_PROBE = r"""
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return n > 0 ? 0 : 1;
+}
+"""
+
+
+def _compiler() -> list[str]:
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    return cc.split()
+
+
+def has_openmp() -> bool:
+    """True when the C compiler builds and links an OpenMP program."""
+    if os.environ.get("FASTDIV_NO_OPENMP"):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(_OPENMP_PROBE)
+        try:
+            done = subprocess.run(
+                _compiler() + ["-fopenmp", src, "-o", os.path.join(tmp, "probe")],
+                capture_output=True,
+            )
+        except OSError:
+            return False
+    return done.returncode == 0
+
+
+def extensions() -> list[Extension]:
+    openmp = has_openmp()
+    print(f"fastdiv: building the Cython kernels {'with' if openmp else 'without'} "
+          "OpenMP", file=sys.stderr)
+    # -fno-math-errno lets GCC call the vector exp/log of glibc's libmvec; no
+    # flag may assume the absence of NaN or inf (no -ffast-math).
+    compile_args = ["-O3", "-fno-math-errno"]
+    link_args = []
+    if openmp:
+        compile_args.append("-fopenmp")
+        link_args.append("-fopenmp")
+    extra = os.environ.get("FASTDIV_CFLAGS", "").split()
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = sorted(glob(os.path.join("fastdiv", "backends", "_cython", "*.pyx")))
+    return [
+        Extension(
+            "fastdiv.backends._cython." + os.path.basename(src)[:-4],
+            [src],
+            include_dirs=[np.get_include(), os.path.join(here, "fastdiv",
+                                                         "backends", "_cython")],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+            extra_compile_args=compile_args + extra,
+            extra_link_args=link_args + (["-lm"] if shutil.which("gcc") else []),
+        )
+        for src in sources
+    ]
+
+
+setup(
+    ext_modules=cythonize(
+        extensions(),
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+)
