@@ -65,6 +65,11 @@ def extensions() -> list[Extension]:
     extra = os.environ.get("FASTDIV_CFLAGS", "").split()
     here = os.path.dirname(os.path.abspath(__file__))
     sources = sorted(glob(os.path.join("fastdiv", "backends", "_cython", "*.pyx")))
+    # FASTDIV_BUILD_ONLY=_softmax,_omp builds only those modules (development).
+    only = os.environ.get("FASTDIV_BUILD_ONLY")
+    if only:
+        keep = {name.strip() for name in only.split(",")}
+        sources = [s for s in sources if os.path.basename(s)[:-4] in keep]
     return [
         Extension(
             "fastdiv.backends._cython." + os.path.basename(src)[:-4],

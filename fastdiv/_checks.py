@@ -119,3 +119,76 @@ def kernel_target(out, shape: tuple, dtype: np.dtype, *inputs) -> np.ndarray:
     ):
         return out.reshape(shape)
     return np.empty(shape, dtype)
+
+
+# --------------------------------------------------------------------------
+# Probability distributions
+# --------------------------------------------------------------------------
+
+# |row sum - 1| allowed before a row is rejected: 1e-6 in float32 and 1e-12
+# in float64, widened for long rows to 4 sqrt(k) eps, the rounding a correctly
+# normalised row of k entries can carry.
+_SUM_ATOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+
+
+def sum_tolerance(dtype: np.dtype, k: int) -> float:
+    """How far from 1 a row of ``k`` entries of ``dtype`` may sum."""
+    return max(_SUM_ATOL[np.dtype(dtype)], 4.0 * math.sqrt(k) * np.finfo(dtype).eps)
+
+
+def check_probabilities(
+    rows: np.ndarray,
+    name: str,
+    *,
+    normalize: bool = False,
+    check: bool = True,
+    batch_shape: tuple | None = None,
+) -> np.ndarray:
+    """Validate (or normalise) a (n, k) array of distributions, one per row.
+
+    Returns ``rows`` unchanged when it passes, or a new normalised array
+    when ``normalize`` is set. Raises ValueError naming ``name``, the first
+    offending row (as an index into ``batch_shape`` when given) and what is
+    wrong with it: a non-finite or negative entry, or a sum away from 1.
+    ``check=False`` skips everything but the normalisation.
+    """
+    n, k = rows.shape
+    if not check and not normalize:
+        return rows
+    if check:
+        bad = ~np.isfinite(rows) | (rows < 0)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            what = "a negative entry" if rows[i, j] < 0 else "a non-finite entry"
+            raise ValueError(
+                f"{name} row {_row_label(i, batch_shape)} has {what} "
+                f"({rows[i, j]!r} in column {j}); probabilities must be finite "
+                "and >= 0"
+            )
+    sums = rows.sum(axis=1, dtype=np.float64)
+    if normalize:
+        if check and k and (sums <= 0).any():
+            i = int(np.argmax(sums <= 0))
+            raise ValueError(
+                f"{name} row {_row_label(i, batch_shape)} sums to 0 and cannot "
+                "be normalized"
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (rows / sums[:, None]).astype(rows.dtype)
+    if k:
+        off = np.abs(sums - 1.0) > sum_tolerance(rows.dtype, k)
+        if off.any():
+            i = int(np.argmax(off))
+            raise ValueError(
+                f"{name} row {_row_label(i, batch_shape)} sums to {sums[i]!r}, "
+                f"not 1 (tolerance {sum_tolerance(rows.dtype, k):.1e}); pass "
+                "normalize=True to divide each row by its sum"
+            )
+    return rows
+
+
+def _row_label(i: int, batch_shape: tuple | None) -> str:
+    """Row ``i`` of the flattened batch, as an index of the batch shape."""
+    if batch_shape is None or len(batch_shape) <= 1:
+        return str(int(i))
+    return str(tuple(int(v) for v in np.unravel_index(i, batch_shape)))
