@@ -75,7 +75,9 @@ def to_rows(x: np.ndarray, axis: int) -> np.ndarray:
     The result is a view of ``x`` when ``x`` is already laid out that way and
     a copy otherwise; callers must never write to it.
     """
-    moved = np.moveaxis(x, axis, -1)
+    # The common case - reducing the last axis - skips moveaxis, whose cost
+    # dominates a call on a small array.
+    moved = x if axis == x.ndim - 1 else np.moveaxis(x, axis, -1)
     k = moved.shape[-1]
     n = math.prod(moved.shape[:-1])
     return np.ascontiguousarray(moved).reshape(n, k)

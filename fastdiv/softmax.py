@@ -246,8 +246,11 @@ def _map_rows(kernel, x, temperature, axis, out, backend):
     if res.size:
         fn(rows, t, res)
 
-    moved = np.moveaxis(flat, ax, -1).shape
-    res = np.moveaxis(res.reshape(moved), -1, ax).reshape(shape)
+    if ax == flat.ndim - 1:
+        res = res.reshape(shape)
+    else:
+        moved = np.moveaxis(flat, ax, -1).shape
+        res = np.moveaxis(res.reshape(moved), -1, ax).reshape(shape)
     if out is None:
         return res
     if not np.shares_memory(res, out):
