@@ -1,0 +1,1 @@
+"""fastdiv test suite (a package, so that benchmarks can reuse tests.conftest)."""
