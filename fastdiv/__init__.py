@@ -2,6 +2,7 @@
 probability distributions, on NumPy, Numba and Cython backends."""
 
 from fastdiv._dispatch import BackendUnavailableError, backends, options
+from fastdiv.losses import distill_loss, nll, soft_cross_entropy
 from fastdiv.softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
@@ -9,8 +10,11 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "backends",
+    "distill_loss",
     "log_softmax",
     "logsumexp",
+    "nll",
     "options",
+    "soft_cross_entropy",
     "softmax",
 ]

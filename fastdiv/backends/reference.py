@@ -151,3 +151,225 @@ def logsumexp_weighted_rows(
     total_sign[empty] = 0.0
     out[...] = log_abs
     sign[...] = total_sign
+
+
+# ==========================================================================
+# divergences: entropy, cross-entropy, KL and JS of rows of probabilities
+# ==========================================================================
+#
+# p and q are (n, k) or (1, k): a single row stands for every row (an
+# (n, k) batch against one distribution), and ``out`` is a float64 (n,)
+# array whatever the input dtype; the public functions apply base= and the
+# square root of js_distance, then round once to the output dtype.
+#
+# The conventions of DESIGN.md: a term whose weight p is 0 is 0 even where
+# its log is -inf or NaN (0 log 0 = 0, 0 log(0 / 0) = 0); p > 0 where q = 0
+# makes KL and cross-entropy +inf; a NaN entry makes its row NaN; empty rows
+# give 0. All logs are taken in float64.
+
+_TINY = np.finfo(np.float64).tiny
+_HUGE = np.finfo(np.float64).max
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float64, copy=False)
+
+
+def _weighted(w: np.ndarray, log_term: np.ndarray) -> np.ndarray:
+    """w * log_term, with 0 wherever w == 0 (NaN weights stay NaN)."""
+    return np.where(w == 0.0, 0.0, w * log_term)
+
+
+def entropy_rows(p: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = -sum_j p[i, j] log p[i, j]."""
+    p = _f64(p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = _weighted(p, np.log(p))
+    # 0.0 - sum keeps +0.0 for empty and one-hot rows.
+    out[...] = 0.0 - terms.sum(axis=1)
+
+
+def cross_entropy_rows(p: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = -sum_j p[i, j] log q[i, j]."""
+    p, q = _f64(p), _f64(q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = _weighted(p, np.log(q))
+    out[...] = 0.0 - terms.sum(axis=1)
+
+
+def log_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """log(p / q) elementwise, also where p / q overflows or underflows.
+
+    The ratio is taken first (one rounding, exact near p == q); where it is
+    not a normal number the difference of the logs is used instead, which
+    gives +inf for q == 0 < p and the right finite value for a subnormal q
+    (2 * log(2 / 2.2e-308) = 1418.18, where 2 / q would be 9e307).
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore",
+                     under="ignore"):
+        r = p / q
+        normal = (r >= _TINY) & (r <= _HUGE)
+        return np.where(normal, np.log(np.where(normal, r, 1.0)),
+                        np.log(p) - np.log(q))
+
+
+def kl_rows(p: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = sum_j p[i, j] log(p[i, j] / q[i, j])."""
+    p, q = np.broadcast_arrays(_f64(p), _f64(q))
+    with np.errstate(invalid="ignore"):
+        terms = _weighted(p, log_ratio(p, q))
+    out[...] = terms.sum(axis=1)
+
+
+def js_rows(p: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = JS(p[i], q[i]), clamped at 0.
+
+    Each entry contributes (p log(2p / (p + q)) + q log(2q / (p + q))) / 2,
+    never computed through m = (p + q) / 2; an entry with p == q contributes
+    exactly 0, so JS(p, p) == 0.
+    """
+    p, q = np.broadcast_arrays(_f64(p), _f64(q))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = p + q
+        terms = _weighted(p, np.log(2.0 * p / s)) + _weighted(q, np.log(2.0 * q / s))
+        terms = np.where(p == q, 0.0, terms)
+        total = 0.5 * terms.sum(axis=1)
+    # Rounding can leave a tiny negative total; NaN must stay NaN.
+    out[...] = np.where(total < 0.0, 0.0, total)
+
+
+def probability_check_rows(x: np.ndarray, sums: np.ndarray, negatives: np.ndarray):
+    """sums[i] = sum_j x[i, j] in float64; negatives[i] = #{j : x[i, j] < 0}."""
+    sums[...] = x.sum(axis=1, dtype=np.float64)
+    negatives[...] = (x < 0).sum(axis=1)
+
+
+# ==========================================================================
+# losses on logits: nll, soft cross-entropy, distillation (+ gradients)
+# ==========================================================================
+#
+# Every loss kernel writes one float64 loss per row into ``loss`` (the
+# caller reduces them) and, when ``grad`` has rows (it is (0, k) when no
+# gradient is wanted), the gradient of ``grad_scale * sum(loss)`` with
+# respect to the logits, in the logits' dtype. The probabilities come from
+# the softmax section above, so every loss inherits its conventions for
+# -inf, +inf and NaN logits and its overflow-free temperature handling.
+#
+# A term whose weight is exactly 0 (label_smoothing 0 or 1, alpha 0 or 1, a
+# target probability 0) is left out rather than multiplied by 0, so that an
+# infinite factor cannot turn it into NaN.
+
+
+def _log_probs(x: np.ndarray, temperature: float) -> np.ndarray:
+    """log_softmax(x / temperature) per row, in float64."""
+    logp = np.empty(x.shape, np.float64)
+    log_softmax_rows(x, temperature, logp)
+    return logp
+
+
+def _scaled(d: np.ndarray, temperature: float, grad_scale: float) -> np.ndarray:
+    # d / T first: grad_scale / T can overflow where d / T is still finite.
+    return d / temperature * grad_scale
+
+
+def nll_rows(
+    x: np.ndarray,
+    labels: np.ndarray,
+    temperature: float,
+    smoothing: float,
+    ignore_index: int,
+    grad_scale: float,
+    loss: np.ndarray,
+    grad: np.ndarray,
+) -> None:
+    """loss[i] = (1 - eps) (-log p_y) + eps / k sum_j (-log p_j), p the
+    softmax of x[i] / T, y = labels[i]; 0 where labels[i] == ignore_index.
+
+    grad[i] = grad_scale (p - (1 - eps) onehot(y) - eps / k) / T, 0 for
+    ignored rows. Labels other than ignore_index lie in [0, k).
+    """
+    n, k = x.shape
+    keep = labels != ignore_index
+    rows = np.flatnonzero(keep)
+    logp = _log_probs(x[rows], temperature)
+    y = labels[rows]
+    result = np.zeros(n, np.float64)
+    part = np.zeros(rows.size, np.float64)
+    with np.errstate(invalid="ignore"):
+        if smoothing != 1.0:
+            part += (1.0 - smoothing) * -logp[np.arange(rows.size), y]
+        if smoothing != 0.0:
+            part += smoothing / k * (-logp).sum(axis=1)
+    result[rows] = part
+    loss[...] = result
+    if grad.shape[0]:
+        target = np.full(logp.shape, smoothing / k)
+        target[np.arange(rows.size), y] += 1.0 - smoothing
+        g = np.zeros(x.shape, np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            g[rows] = _scaled(np.exp(logp) - target, temperature, grad_scale)
+        grad[...] = g
+
+
+def soft_ce_rows(
+    x: np.ndarray,
+    target: np.ndarray,
+    temperature: float,
+    grad_scale: float,
+    loss: np.ndarray,
+    grad: np.ndarray,
+) -> None:
+    """loss[i] = -sum_j t_j log p_j over the t_j != 0, p the softmax of
+    x[i] / T and t = target[i]; grad[i] = grad_scale (sum(t) p - t) / T.
+    """
+    logp = _log_probs(x, temperature)
+    t = target.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        loss[...] = np.where(t != 0.0, t * -logp, 0.0).sum(axis=1)
+    if grad.shape[0]:
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = t.sum(axis=1)[:, None] * np.exp(logp) - t
+            grad[...] = _scaled(d, temperature, grad_scale)
+
+
+def distill_rows(
+    student: np.ndarray,
+    teacher: np.ndarray,
+    labels: np.ndarray,
+    temperature: float,
+    alpha: float,
+    grad_scale: float,
+    loss: np.ndarray,
+    grad: np.ndarray,
+) -> None:
+    """loss[i] = alpha T (T KL(q_t || q_s)) + (1 - alpha) (-log p_y).
+
+    q_t and q_s are the softmax of teacher[i] / T and student[i] / T, p the
+    softmax of student[i] at T = 1 and y = labels[i]. ``labels`` of length 0
+    leaves the hard term out. KL sums q_t (log q_t - log q_s) over the
+    entries where q_t != 0. The gradient with respect to the student is
+    grad_scale (alpha T (q_s - q_t) + (1 - alpha) (p - onehot(y))).
+    """
+    n, k = student.shape
+    soft = alpha != 0.0
+    hard = labels.shape[0] != 0 and alpha != 1.0
+    result = np.zeros(n, np.float64)
+    g = np.zeros(student.shape, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if soft:
+            la = _log_probs(teacher, temperature)
+            lb = _log_probs(student, temperature)
+            qt = np.exp(la)
+            kl = np.where(qt != 0.0, qt * (la - lb), 0.0).sum(axis=1)
+            # T^2 KL as T (T KL): T * T alone may overflow.
+            result += alpha * temperature * (temperature * kl)
+            g += alpha * temperature * (np.exp(lb) - qt)
+        if hard:
+            l1 = _log_probs(student, 1.0)
+            result += (1.0 - alpha) * -l1[np.arange(n), labels]
+            p1 = np.exp(l1)
+            p1[np.arange(n), labels] -= 1.0
+            g += (1.0 - alpha) * p1
+    loss[...] = result
+    if grad.shape[0]:
+        grad[...] = g * grad_scale
