@@ -145,6 +145,7 @@ def check_probabilities(
     normalize: bool = False,
     check: bool = True,
     batch_shape: tuple | None = None,
+    backend: str | None = None,
 ) -> np.ndarray:
     """Validate (or normalise) a (n, k) array of distributions, one per row.
 
@@ -153,21 +154,29 @@ def check_probabilities(
     offending row (as an index into ``batch_shape`` when given) and what is
     wrong with it: a non-finite or negative entry, or a sum away from 1.
     ``check=False`` skips everything but the normalisation.
+
+    The data are read once, by the ``probability_check_rows`` kernel of
+    ``backend`` (float64 row sums and counts of negative entries); only an
+    offending row is looked at again, to say what is wrong with it.
     """
     n, k = rows.shape
     if not check and not normalize:
         return rows
+    sums, negatives = _row_stats(rows, backend)
     if check:
-        bad = ~np.isfinite(rows) | (rows < 0)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            what = "a negative entry" if rows[i, j] < 0 else "a non-finite entry"
-            raise ValueError(
-                f"{name} row {_row_label(i, batch_shape)} has {what} "
-                f"({rows[i, j]!r} in column {j}); probabilities must be finite "
-                "and >= 0"
-            )
-    sums = rows.sum(axis=1, dtype=np.float64)
+        # A NaN or infinite entry makes the row sum non-finite; a row of
+        # finite entries whose sum overflows is left to the sum test below.
+        for i in np.flatnonzero(~np.isfinite(sums) | (negatives > 0)):
+            row = rows[i]
+            bad = ~np.isfinite(row) | (row < 0)
+            if bad.any():
+                j = int(np.argmax(bad))
+                what = "a negative entry" if row[j] < 0 else "a non-finite entry"
+                raise ValueError(
+                    f"{name} row {_row_label(i, batch_shape)} has {what} "
+                    f"({float(row[j])!r} in column {j}); probabilities must be finite "
+                    "and >= 0"
+                )
     if normalize:
         if check and k and (sums <= 0).any():
             i = int(np.argmax(sums <= 0))
@@ -175,18 +184,38 @@ def check_probabilities(
                 f"{name} row {_row_label(i, batch_shape)} sums to 0 and cannot "
                 "be normalized"
             )
+        # Divide in float64 and round once into the input's dtype, without
+        # a float64 copy of the whole array.
+        scaled = np.empty(rows.shape, rows.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (rows / sums[:, None]).astype(rows.dtype)
+            np.divide(rows, sums[:, None], out=scaled, casting="same_kind")
+        return scaled
     if k:
         off = np.abs(sums - 1.0) > sum_tolerance(rows.dtype, k)
         if off.any():
             i = int(np.argmax(off))
             raise ValueError(
-                f"{name} row {_row_label(i, batch_shape)} sums to {sums[i]!r}, "
+                f"{name} row {_row_label(i, batch_shape)} sums to {float(sums[i])!r}, "
                 f"not 1 (tolerance {sum_tolerance(rows.dtype, k):.1e}); pass "
                 "normalize=True to divide each row by its sum"
             )
     return rows
+
+
+def _row_stats(rows: np.ndarray, backend: str | None):
+    """Row sums (float64) and counts of negative entries, in one pass."""
+    from fastdiv._dispatch import kernel_for
+
+    n = rows.shape[0]
+    sums = np.empty(n, np.float64)
+    negatives = np.empty(n, np.int64)
+    if n:
+        if rows.dtype not in _COMPUTE_DTYPES:
+            rows = as_float_array(rows, "rows")
+        rows = np.ascontiguousarray(rows)
+        kernel = kernel_for("divergence", "probability_check_rows", rows.size, backend)
+        kernel(rows, sums, negatives)
+    return sums, negatives
 
 
 def _row_label(i: int, batch_shape: tuple | None) -> str:
