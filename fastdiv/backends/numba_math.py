@@ -1,0 +1,411 @@
+"""exp and log that LLVM vectorises, for the Numba kernels.
+
+Numba 0.68 compiles ``math.exp`` and ``math.log`` to calls into the C
+library, which a loop cannot vectorise: about 0.5 G evaluations/s on two
+cores (see PERF-NOTES.md). The functions here are written from plain
+arithmetic, bit casts and selects, so that once inlined into a kernel's
+loop LLVM turns them into AVX2 (or AVX-512) code running several times as
+fast, while keeping every IEEE special value exact:
+
+==============  ==================================  ==========================
+function        special values                      accuracy (tests/test_numba_math.py)
+==============  ==================================  ==========================
+``exp_f64``     exp(-inf) = 0, exp(inf) = inf,      < 1 ulp, subnormal results
+``exp_f32``     NaN -> NaN, overflow to inf,        rounded once
+                underflow through subnormals to 0
+``log_f64``     log(0) = log(-0) = -inf,            < 1 ulp, subnormal
+``log_f32``     log(x < 0) = NaN, log(inf) = inf,   arguments exact
+                NaN -> NaN
+==============  ==================================  ==========================
+
+``exp_f64`` and ``log_f64`` take and return float64, ``exp_f32`` and
+``log_f32`` float32 (eight lanes per AVX2 vector instead of four). Call them
+from an ``@njit`` loop; they are small enough for LLVM to inline.
+
+How they work
+-------------
+exp: x = n ln 2 + r with n = round(x / ln 2), |r| <= ln 2 / 2. The rounding
+adds and subtracts 1.5 * 2**52 (2**23 in float32), so no float-to-integer
+conversion is needed (that conversion is not defined for NaN, and AVX2 has
+no vector form of it for 64-bit integers). r comes from ln 2 split in two
+parts with fused multiply-adds, which makes ``x - n * ln2_hi`` exact. Then
+exp(r) = 1 + r + r**2 P(r) and the result is exp(r) * 2**n1 * 2**n2 with
+n = n1 + n2 and n1 clamped to +-1000 (+-100): the first product stays a
+normal number and is exact, the second rounds once, so results in the
+subnormal range are rounded once and overflow gives inf. Clamping x first
+keeps n in range; the clamps are written so that NaN passes through.
+
+log: x = 2**e m with m in [sqrt(1/2), sqrt(2)), read from the bits of x
+(subnormal x is first multiplied by 2**52, or 2**23). With f = m - 1 and
+s = f / (2 + f), log(1 + f) = 2 atanh(s) = f - hfsq + s (hfsq + R(s**2))
+where hfsq = f**2 / 2 and R(z) = z Q(z); the large terms f and e ln2_hi are
+exact and the polynomial only corrects them. Selects at the end put in the
+values for x <= 0, inf and NaN.
+
+The coefficients of P and Q are weighted minimax (Remez exchange) fits
+computed with mpmath at 60 digits for this module, then rounded to the
+working precision:
+
+* P (exp, float64): degree 9 on |r| <= 0.34664 (ln 2 / 2 with a margin),
+  max error 1.0e-16 on P, i.e. under 1.3e-17 relative on exp(r);
+* P (exp, float32): degree 4, max error 6.2e-8 on P (7.5e-9 on exp(r));
+* Q (log, float64): degree 6 on 0 <= z <= 0.029449 (s <= 0.17160), max
+  error 3.1e-16 on Q, i.e. under 5e-18 relative on log(1 + f);
+* Q (log, float32): degree 2, max error 1.9e-7 on Q (2.8e-9 on log(1 + f)).
+
+No fast-math flag is used here: reassociation would fold the two-part
+range reduction, and the finite-math flags would drop the NaN and inf
+handling. Contraction is spelled out with explicit fused multiply-adds.
+"""
+
+from __future__ import annotations
+
+import numba
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+__all__ = ["exp_f64", "exp_f32", "log_f64", "log_f32"]
+
+_F64 = ir.DoubleType()
+_F32 = ir.FloatType()
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+# ==========================================================================
+# LLVM-level helpers: fused multiply-add and the bit manipulations.
+# ==========================================================================
+#
+# Written as intrinsics so that they compile to a single instruction each
+# (vfmadd, vpaddq, vpsllq, ...) in the integer width of the float type;
+# Numba's own integer arithmetic would widen 32-bit integers to 64 bits.
+
+
+def _fma_intrinsic(nbtype, lltype):
+    @intrinsic
+    def fma(typingctx, a, b, c):
+        if not (a == nbtype and b == nbtype and c == nbtype):
+            return None
+
+        def codegen(context, builder, signature, args):
+            fnty = ir.FunctionType(lltype, [lltype, lltype, lltype])
+            fn = builder.module.declare_intrinsic("llvm.fma", [lltype], fnty)
+            return builder.call(fn, args)
+
+        return nbtype(nbtype, nbtype, nbtype), codegen
+
+    return fma
+
+
+_fma64 = _fma_intrinsic(types.float64, _F64)
+_fma32 = _fma_intrinsic(types.float32, _F32)
+
+
+def _pow2_intrinsic(nbtype, lltype, itype, magic, bias, mant_bits):
+    """2**n for an integer-valued float n whose 2**n is a normal number.
+
+    n + magic puts n in the low bits of the significand (magic is
+    1.5 * 2**mant_bits, whose own low bits are zero); adding the exponent
+    bias and shifting those bits into the exponent field gives 2**n. The
+    bits of magic above the field are shifted out.
+    """
+
+    @intrinsic
+    def pow2(typingctx, n):
+        if n != nbtype:
+            return None
+
+        def codegen(context, builder, signature, args):
+            t = builder.fadd(args[0], ir.Constant(lltype, magic))
+            bits = builder.bitcast(t, itype)
+            bits = builder.add(bits, ir.Constant(itype, bias))
+            bits = builder.shl(bits, ir.Constant(itype, mant_bits))
+            return builder.bitcast(bits, lltype)
+
+        return nbtype(nbtype), codegen
+
+    return pow2
+
+
+_pow2_f64 = _pow2_intrinsic(types.float64, _F64, _I64, 6755399441055744.0, 1023, 52)
+_pow2_f32 = _pow2_intrinsic(types.float32, _F32, _I32, 12582912.0, 127, 23)
+
+
+def _split_intrinsics(nbtype, lltype, itype, sqrt_half_bits, one_bits, bias, mant_bits):
+    """(mantissa, exponent) of a positive normal x = 2**e * m, m in
+    [sqrt(1/2), sqrt(2)), both as floats.
+
+    Adding bits(1) - bits(sqrt(1/2)) to the bits of x carries into the
+    exponent field exactly when the significand of x is at least sqrt(2),
+    so the shifted sum is the biased e. The exponent is turned into a float
+    by or-ing it into the significand of 2**mant_bits and subtracting,
+    which needs no integer-to-float conversion. For x <= 0, inf or NaN the
+    results are meaningless and the callers replace them.
+    """
+    delta = one_bits - sqrt_half_bits
+    two_p = (bias + mant_bits) << mant_bits  # bits of 2**mant_bits
+
+    def biased_exponent(builder, x):
+        bits = builder.bitcast(x, itype)
+        shifted = builder.add(bits, ir.Constant(itype, delta))
+        return bits, builder.lshr(shifted, ir.Constant(itype, mant_bits))
+
+    @intrinsic
+    def mantissa(typingctx, x):
+        if x != nbtype:
+            return None
+
+        def codegen(context, builder, signature, args):
+            bits, eb = biased_exponent(builder, args[0])
+            scale = builder.shl(eb, ir.Constant(itype, mant_bits))
+            m = builder.sub(bits, scale)
+            m = builder.add(m, ir.Constant(itype, bias << mant_bits))
+            return builder.bitcast(m, lltype)
+
+        return nbtype(nbtype), codegen
+
+    @intrinsic
+    def exponent(typingctx, x):
+        if x != nbtype:
+            return None
+
+        def codegen(context, builder, signature, args):
+            _, eb = biased_exponent(builder, args[0])
+            # eb < 2**mant_bits, so it fits the significand of 2**mant_bits.
+            f = builder.bitcast(builder.or_(eb, ir.Constant(itype, two_p)), lltype)
+            offset = float(2**mant_bits + bias)
+            return builder.fsub(f, ir.Constant(lltype, offset))
+
+        return nbtype(nbtype), codegen
+
+    return mantissa, exponent
+
+
+_mantissa_f64, _exponent_f64 = _split_intrinsics(
+    types.float64, _F64, _I64, 0x3FE6A09E667F3BCD, 0x3FF0000000000000, 1023, 52
+)
+_mantissa_f32, _exponent_f32 = _split_intrinsics(
+    types.float32, _F32, _I32, 0x3F3504F3, 0x3F800000, 127, 23
+)
+
+
+# ==========================================================================
+# exp
+# ==========================================================================
+
+# The float literals are written in hexadecimal so that they are the exact
+# values the fit produced.
+_LOG2E = float.fromhex("0x1.71547652b82fep+0")
+_LN2_HI = float.fromhex("0x1.62e42fefa39efp-1")  # ln 2 rounded to double
+_LN2_LO = float.fromhex("0x1.abc9e3b39803fp-56")  # ln 2 - _LN2_HI
+_ROUND64 = 6755399441055744.0  # 1.5 * 2**52: x + it - it rounds x
+
+_EP0 = float.fromhex("0x1.0000000000001p-1")
+_EP1 = float.fromhex("0x1.5555555555558p-3")
+_EP2 = float.fromhex("0x1.5555555553d5dp-5")
+_EP3 = float.fromhex("0x1.111111110f7fdp-7")
+_EP4 = float.fromhex("0x1.6c16c1788df49p-10")
+_EP5 = float.fromhex("0x1.a01a01b00f00ap-13")
+_EP6 = float.fromhex("0x1.a019b90516c06p-16")
+_EP7 = float.fromhex("0x1.71ddf6abfcf99p-19")
+_EP8 = float.fromhex("0x1.28918ee3d4a72p-22")
+_EP9 = float.fromhex("0x1.af6339bf6e0c8p-26")
+
+# Past these x, exp is inf or 0 anyway; clamping keeps n in range.
+_EXP_HI = 710.0
+_EXP_LO = -746.0
+_SPLIT = 1000.0
+
+
+@numba.njit(types.float64(types.float64), cache=True, nogil=True)
+def exp_f64(x):
+    """exp(x) in float64, vectorisable; < 1 ulp, exact special values.
+
+    exp(x) = 2**n exp(r), x = n ln 2 + r (see the module docstring).
+
+    Examples
+    --------
+    >>> from fastdiv.backends.numba_math import exp_f64
+    >>> exp_f64(1.0)
+    2.718281828459045
+    """
+    # NaN fails both comparisons and passes through.
+    x = _EXP_HI if x > _EXP_HI else x
+    x = _EXP_LO if x < _EXP_LO else x
+    n = _fma64(x, _LOG2E, _ROUND64) - _ROUND64
+    r = _fma64(-n, _LN2_HI, x)
+    r = _fma64(-n, _LN2_LO, r)
+
+    r2 = r * r
+    p = _fma64(r, _EP9, _EP8)
+    p = _fma64(r, p, _EP7)
+    p = _fma64(r, p, _EP6)
+    p = _fma64(r, p, _EP5)
+    p = _fma64(r, p, _EP4)
+    p = _fma64(r, p, _EP3)
+    p = _fma64(r, p, _EP2)
+    p = _fma64(r, p, _EP1)
+    p = _fma64(r, p, _EP0)
+    e = 1.0 + _fma64(r2, p, r)
+
+    # 2**n in two normal factors: exact first product, one rounding after.
+    n1 = _SPLIT if n > _SPLIT else n
+    n1 = -_SPLIT if n1 < -_SPLIT else n1
+    return (e * _pow2_f64(n1)) * _pow2_f64(n - n1)
+
+
+_LOG2E_32 = numba.float32(float.fromhex("0x1.715476p+0"))
+_LN2_HI_32 = numba.float32(float.fromhex("0x1.62e430p-1"))
+_LN2_LO_32 = numba.float32(float.fromhex("-0x1.05c61p-29"))
+_ROUND32 = numba.float32(12582912.0)  # 1.5 * 2**23
+
+_EP0_32 = numba.float32(0.5)
+_EP1_32 = numba.float32(float.fromhex("0x1.5554dcp-3"))
+_EP2_32 = numba.float32(float.fromhex("0x1.5554b8p-5"))
+_EP3_32 = numba.float32(float.fromhex("0x1.120b8p-7"))
+_EP4_32 = numba.float32(float.fromhex("0x1.6d755ep-10"))
+
+_EXP_HI_32 = numba.float32(89.0)
+_EXP_LO_32 = numba.float32(-104.0)
+_SPLIT_32 = numba.float32(100.0)
+_ONE_32 = numba.float32(1.0)
+
+
+@numba.njit(types.float32(types.float32), cache=True, nogil=True)
+def exp_f32(x):
+    """exp(x) in float32, vectorisable; < 1 ulp, exact special values.
+
+    The float32 twin of :func:`exp_f64` with a degree-6 polynomial.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdiv.backends.numba_math import exp_f32
+    >>> float(exp_f32(np.float32(1.0)))
+    2.7182817459106445
+    """
+    x = _EXP_HI_32 if x > _EXP_HI_32 else x
+    x = _EXP_LO_32 if x < _EXP_LO_32 else x
+    n = _fma32(x, _LOG2E_32, _ROUND32) - _ROUND32
+    r = _fma32(-n, _LN2_HI_32, x)
+    r = _fma32(-n, _LN2_LO_32, r)
+
+    r2 = r * r
+    p = _fma32(r, _EP4_32, _EP3_32)
+    p = _fma32(r, p, _EP2_32)
+    p = _fma32(r, p, _EP1_32)
+    p = _fma32(r, p, _EP0_32)
+    e = _ONE_32 + _fma32(r2, p, r)
+
+    n1 = _SPLIT_32 if n > _SPLIT_32 else n
+    n1 = -_SPLIT_32 if n1 < -_SPLIT_32 else n1
+    return (e * _pow2_f32(n1)) * _pow2_f32(n - n1)
+
+
+# ==========================================================================
+# log
+# ==========================================================================
+
+# e * _LOGLN2_HI is exact for |e| < 2**11: the constant has 42 bits.
+_LOGLN2_HI = float.fromhex("0x1.62e42fefa3800p-1")
+_LOGLN2_LO = float.fromhex("0x1.ef35793c76730p-45")
+_TINY64 = float.fromhex("0x1p-1022")  # smallest normal float64
+_TWO52 = float.fromhex("0x1p52")
+
+_LQ0 = float.fromhex("0x1.5555555555558p-1")
+_LQ1 = float.fromhex("0x1.9999999995201p-2")
+_LQ2 = float.fromhex("0x1.2492492e07a00p-2")
+_LQ3 = float.fromhex("0x1.c71c62cb80662p-3")
+_LQ4 = float.fromhex("0x1.7462bb803b980p-3")
+_LQ5 = float.fromhex("0x1.39fd8cb505406p-3")
+_LQ6 = float.fromhex("0x1.2b61e48d64d2ap-3")
+
+_INF = float("inf")
+_NAN = float("nan")
+
+
+@numba.njit(types.float64(types.float64), cache=True, nogil=True)
+def log_f64(x):
+    """Natural log in float64, vectorisable; < 1 ulp, exact special values.
+
+    log(x) = e ln 2 + log(1 + f), x = 2**e (1 + f) (see the module
+    docstring); log(0) = -inf, log(x < 0) = NaN, log(inf) = inf.
+
+    Examples
+    --------
+    >>> from fastdiv.backends.numba_math import log_f64
+    >>> log_f64(10.0)
+    2.302585092994046
+    """
+    # Subnormals are scaled into the normal range first.
+    sub = x < _TINY64
+    xs = x * _TWO52 if sub else x
+    m = _mantissa_f64(xs)
+    e = _exponent_f64(xs)
+    e = e - 52.0 if sub else e
+
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    q = _fma64(z, _LQ6, _LQ5)
+    q = _fma64(z, q, _LQ4)
+    q = _fma64(z, q, _LQ3)
+    q = _fma64(z, q, _LQ2)
+    q = _fma64(z, q, _LQ1)
+    q = _fma64(z, q, _LQ0)
+    hfsq = 0.5 * f * f
+    corr = _fma64(s, _fma64(z, q, hfsq), e * _LOGLN2_LO)
+    res = _fma64(e, _LOGLN2_HI, -((hfsq - corr) - f))
+
+    # inf -> inf, NaN -> NaN; then 0 -> -inf and negative -> NaN.
+    res = res if x < _INF else x
+    return res if x > 0.0 else (-_INF if x == 0.0 else _NAN)
+
+
+_LOGLN2_HI_32 = numba.float32(float.fromhex("0x1.62e4p-1"))
+_LOGLN2_LO_32 = numba.float32(float.fromhex("0x1.7f7d1cp-20"))
+_TINY32 = numba.float32(float.fromhex("0x1p-126"))
+_TWO23_32 = numba.float32(float.fromhex("0x1p23"))
+_23_32 = numba.float32(23.0)
+_HALF_32 = numba.float32(0.5)
+_TWO_32 = numba.float32(2.0)
+_ZERO_32 = numba.float32(0.0)
+_INF_32 = numba.float32(_INF)
+_NAN_32 = numba.float32(_NAN)
+
+_LQ0_32 = numba.float32(float.fromhex("0x1.55555cp-1"))
+_LQ1_32 = numba.float32(float.fromhex("0x1.997cp-2"))
+_LQ2_32 = numba.float32(float.fromhex("0x1.2eeca8p-2"))
+
+
+@numba.njit(types.float32(types.float32), cache=True, nogil=True)
+def log_f32(x):
+    """Natural log in float32, vectorisable; < 1 ulp, exact special values.
+
+    The float32 twin of :func:`log_f64` with a degree-2 polynomial in s**2.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdiv.backends.numba_math import log_f32
+    >>> float(log_f32(np.float32(10.0)))
+    2.3025851249694824
+    """
+    sub = x < _TINY32
+    xs = x * _TWO23_32 if sub else x
+    m = _mantissa_f32(xs)
+    e = _exponent_f32(xs)
+    e = e - _23_32 if sub else e
+
+    f = m - _ONE_32
+    s = f / (_TWO_32 + f)
+    z = s * s
+    q = _fma32(z, _LQ2_32, _LQ1_32)
+    q = _fma32(z, q, _LQ0_32)
+    hfsq = _HALF_32 * f * f
+    corr = _fma32(s, _fma32(z, q, hfsq), e * _LOGLN2_LO_32)
+    res = _fma32(e, _LOGLN2_HI_32, -((hfsq - corr) - f))
+
+    res = res if x < _INF_32 else x
+    return res if x > _ZERO_32 else (-_INF_32 if x == _ZERO_32 else _NAN_32)
