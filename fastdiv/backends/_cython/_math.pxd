@@ -1,0 +1,68 @@
+# cython: language_level=3
+"""Vectorised exp and log for the Cython kernels (fastdiv_math.h).
+
+``cimport fastdiv.backends._cython._math as fm`` (or ``from ... cimport``)
+includes the header in the module that cimports it. The header declares
+glibc's exp, log, expf and logf as SIMD-callable, so loops in its row
+helpers call libmvec's vector versions, and compiles those helpers twice
+(AVX2 and baseline x86-64) with the best chosen at load time. NaN, +-inf and
+subnormals keep their IEEE meaning; no fast-math flag is involved.
+
+All helpers are nogil, take C-contiguous rows as pointers and a length, and
+sum in double in a fixed order (the same result for any thread count).
+"""
+
+cdef extern from "fastdiv_math.h" nogil:
+    # 1 when the header's vector path (GCC, x86-64, glibc libmvec) is on.
+    const int FD_LIBMVEC
+
+    # Largest entry, skipping NaN; -inf for an empty or all-NaN/-inf row.
+    double fd_max_f64(const double *x, Py_ssize_t n)
+    double fd_max_f32(const float *x, Py_ssize_t n)
+
+    # Fixed-order sum in double.
+    double fd_sum_f64(const double *x, Py_ssize_t n)
+    double fd_sum_f32(const float *x, Py_ssize_t n)
+
+    # e_j = exp(s_j), s_j = (x_j - m) * a - c (divide == 0) or
+    # (x_j - m) / a - c (divide != 0), s_j in double, written to out (or to
+    # a stack buffer when out is NULL). Returns the sum of the e_j != 1 and
+    # stores in ones[0] how many e_j == 1 (so log of the total is
+    # log1p((ones - 1) + rest) without losing a tiny rest). NaN propagates
+    # into the returned sum. float: exp in float (~1 ulp), sum in double.
+    double fd_exp_shift_sum_f64(const double *x, Py_ssize_t k, double m,
+                                double a, double c, int divide, double *out,
+                                double *ones)
+    double fd_exp_shift_sum_f32(const float *x, Py_ssize_t k, double m,
+                                double a, double c, int divide, float *out,
+                                double *ones)
+
+    # out_j = s_j - shift, s_j as above, computed in double.
+    void fd_shift_sub_f64(const double *x, Py_ssize_t k, double m, double a,
+                          double c, int divide, double shift, double *out)
+    void fd_shift_sub_f32(const float *x, Py_ssize_t k, double m, double a,
+                          double c, int divide, double shift, float *out)
+
+    # out_j *= factor in place (product in double).
+    void fd_scale_f64(double *out, Py_ssize_t k, double factor)
+    void fd_scale_f32(float *out, Py_ssize_t k, double factor)
+
+    # Element-wise exp/log of n values in the array's own dtype; out may be
+    # x itself.
+    void fd_exp_f64(const double *x, Py_ssize_t n, double *out)
+    void fd_log_f64(const double *x, Py_ssize_t n, double *out)
+    void fd_exp_f32(const float *x, Py_ssize_t n, float *out)
+    void fd_log_f32(const float *x, Py_ssize_t n, float *out)
+
+    # Divergence sums, terms in double, 0 log 0 = 0 (a term whose weight is
+    # exactly 0 contributes 0, whatever its log):
+    #   fd_xlogy_sum(x, y)    = sum x_j log y_j
+    #   fd_rel_entr_sum(p, q) = sum p_j log(p_j / q_j)  (+inf where q_j = 0 < p_j)
+    #   fd_js_sum(p, q)       = sum p_j log(2p_j / (p_j + q_j))
+    #                              + q_j log(2q_j / (p_j + q_j))  (= 2 JS)
+    double fd_xlogy_sum_f64(const double *x, const double *y, Py_ssize_t n)
+    double fd_xlogy_sum_f32(const float *x, const float *y, Py_ssize_t n)
+    double fd_rel_entr_sum_f64(const double *x, const double *y, Py_ssize_t n)
+    double fd_rel_entr_sum_f32(const float *x, const float *y, Py_ssize_t n)
+    double fd_js_sum_f64(const double *x, const double *y, Py_ssize_t n)
+    double fd_js_sum_f32(const float *x, const float *y, Py_ssize_t n)

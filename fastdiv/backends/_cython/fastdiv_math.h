@@ -1,0 +1,423 @@
+/*
+ * fastdiv_math.h: vectorised exp and log for the Cython kernels, keeping
+ * IEEE semantics (NaN, +-inf and subnormals pass through unchanged).
+ *
+ * How the vectorisation works, and why no fast-math flag is needed:
+ *
+ * 1. exp, log, expf and logf are re-declared below with GCC's
+ *    simd("notinbranch") attribute. It tells the vectoriser that glibc's
+ *    libmvec has vector versions (_ZGVbN2v_exp for SSE2, _ZGVdN4v_exp for
+ *    AVX2, ...), which handle every special value like the scalar
+ *    functions do. With -fno-math-errno (set by setup.py) a loop calling
+ *    them is vectorised; -ffast-math, which would also assume that no NaN
+ *    or inf exists, is never used.
+ * 2. The hot row loops carry FD_HOT = target_clones("avx2", "default"):
+ *    GCC compiles an AVX2 version and a baseline x86-64 version of each and
+ *    picks one when the module is loaded, so one build runs on any x86-64
+ *    CPU and uses 4-wide double (8-wide float) libmvec calls where it can.
+ * 3. Floating-point sums are never left to the vectoriser (it may not
+ *    reorder them without -fassociative-math, so it would not vectorise
+ *    the loop). They are written with GCC vector types and a fixed lane
+ *    layout instead: the order of additions depends only on the length of
+ *    the row, never on the thread count or on the clone that runs, so
+ *    results are reproducible on every machine and thread count.
+ *
+ * Elsewhere (clang, MSVC, non-x86-64 or non-glibc), the same C compiles to
+ * plain scalar loops with the same results up to the accuracy of exp/log.
+ *
+ * Everything is static: each Cython module that includes this header (via
+ * `cimport fastdiv.backends._cython._math`) gets its own copy. Lengths are
+ * ptrdiff_t (Py_ssize_t on every platform CPython supports). Sums are
+ * accumulated in double also for float input.
+ */
+#ifndef FASTDIV_MATH_H
+#define FASTDIV_MATH_H
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&     \
+    defined(__GLIBC__) &&                                                    \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 22))
+/* libmvec (glibc >= 2.22) has these four on x86-64 for every ISA class. */
+#define FD_LIBMVEC 1
+__attribute__((simd("notinbranch"))) extern double exp(double);
+__attribute__((simd("notinbranch"))) extern double log(double);
+__attribute__((simd("notinbranch"))) extern float expf(float);
+__attribute__((simd("notinbranch"))) extern float logf(float);
+#define FD_HOT                                                               \
+    __attribute__((target_clones("avx2", "default"), unused, noinline))
+/* Hide a value from constant folding (no instruction is emitted). */
+#define FD_OPAQUE(v) __asm__("" : "+x"(v))
+#else
+#define FD_LIBMVEC 0
+#define FD_HOT __attribute__((unused))
+#define FD_OPAQUE(v) ((void)0)
+#endif
+
+/* Values per chunk of a row whose exps or logs go through a stack buffer
+ * before being summed: 4 KB of doubles, well inside L1. */
+#define FD_CHUNK 512
+
+/* ------------------------------------------------------------------------
+ * Fixed-order sums and maxima with GCC vector types.
+ * ---------------------------------------------------------------------- */
+
+typedef double fd_v4d __attribute__((vector_size(32)));
+typedef long long fd_v4l __attribute__((vector_size(32)));
+typedef float fd_v4f __attribute__((vector_size(16)));
+typedef float fd_v8f __attribute__((vector_size(32)));
+typedef int fd_v8i __attribute__((vector_size(32)));
+
+/* Macros rather than functions: passing 32-byte vectors by value would
+ * make GCC warn about an ABI that differs between the clones. */
+#define FD_LOAD4D(v, p) memcpy(&(v), (p), sizeof(fd_v4d))
+#define FD_LOAD4F_AS_D(v, p)                                                 \
+    do {                                                                     \
+        fd_v4f fd_tmp_;                                                      \
+        memcpy(&fd_tmp_, (p), sizeof fd_tmp_);                               \
+        (v) = __builtin_convertvector(fd_tmp_, fd_v4d);                      \
+    } while (0)
+#define FD_HSUM4(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
+
+/* Sum of e_j over the entries with e_j != 1, and (in *ones) how many equal 1.
+ *
+ * The split keeps terms far below the rounding of the entries at the
+ * maximum: with c ones and rest r, log(c + r) = log1p((c - 1) + r) loses
+ * nothing of r even when r < 2^-53. A NaN lands in the rest, so it
+ * propagates. Order: 8 lanes, chunk by chunk, then the tail in sequence. */
+static inline double fd_split_sum_f64(const double *e, ptrdiff_t n,
+                                      double *ones) {
+    const fd_v4d one = {1.0, 1.0, 1.0, 1.0};
+    fd_v4d r0 = {0.0, 0.0, 0.0, 0.0}, r1 = r0;
+    fd_v4l c0 = {0, 0, 0, 0}, c1 = c0;
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        fd_v4d v0, v1;
+        FD_LOAD4D(v0, e + j);
+        FD_LOAD4D(v1, e + j + 4);
+        fd_v4l m0 = v0 == one, m1 = v1 == one;
+        c0 -= m0;
+        c1 -= m1;
+        r0 += (fd_v4d)((fd_v4l)v0 & ~m0);
+        r1 += (fd_v4d)((fd_v4l)v1 & ~m1);
+    }
+    double rest = FD_HSUM4(r0 + r1);
+    long long count = (c0[0] + c0[1] + c0[2] + c0[3]) +
+                      (c1[0] + c1[1] + c1[2] + c1[3]);
+    for (; j < n; j++) {
+        if (e[j] == 1.0)
+            count++;
+        else
+            rest += e[j];
+    }
+    *ones += (double)count;
+    return rest;
+}
+
+static inline double fd_split_sum_f32(const float *e, ptrdiff_t n,
+                                      double *ones) {
+    const fd_v4d one = {1.0, 1.0, 1.0, 1.0};
+    fd_v4d r0 = {0.0, 0.0, 0.0, 0.0}, r1 = r0;
+    fd_v4l c0 = {0, 0, 0, 0}, c1 = c0;
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        fd_v4d v0, v1;
+        FD_LOAD4F_AS_D(v0, e + j);
+        FD_LOAD4F_AS_D(v1, e + j + 4);
+        fd_v4l m0 = v0 == one, m1 = v1 == one;
+        c0 -= m0;
+        c1 -= m1;
+        r0 += (fd_v4d)((fd_v4l)v0 & ~m0);
+        r1 += (fd_v4d)((fd_v4l)v1 & ~m1);
+    }
+    double rest = FD_HSUM4(r0 + r1);
+    long long count = (c0[0] + c0[1] + c0[2] + c0[3]) +
+                      (c1[0] + c1[1] + c1[2] + c1[3]);
+    for (; j < n; j++) {
+        if (e[j] == 1.0f)
+            count++;
+        else
+            rest += (double)e[j];
+    }
+    *ones += (double)count;
+    return rest;
+}
+
+/* Plain fixed-order sum in double (8 lanes, then the tail). */
+static FD_HOT double fd_sum_f64(const double *x, ptrdiff_t n) {
+    fd_v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0;
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        fd_v4d v0, v1;
+        FD_LOAD4D(v0, x + j);
+        FD_LOAD4D(v1, x + j + 4);
+        a0 += v0;
+        a1 += v1;
+    }
+    double s = FD_HSUM4(a0 + a1);
+    for (; j < n; j++)
+        s += x[j];
+    return s;
+}
+
+static FD_HOT double fd_sum_f32(const float *x, ptrdiff_t n) {
+    fd_v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0;
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        fd_v4d v0, v1;
+        FD_LOAD4F_AS_D(v0, x + j);
+        FD_LOAD4F_AS_D(v1, x + j + 4);
+        a0 += v0;
+        a1 += v1;
+    }
+    double s = FD_HSUM4(a0 + a1);
+    for (; j < n; j++)
+        s += (double)x[j];
+    return s;
+}
+
+/* Largest entry of x[0..n), skipping NaN (a NaN never compares greater);
+ * -inf when n == 0 or every entry is NaN or -inf. Callers that must see a
+ * NaN detect it elsewhere (it propagates through the exp sums). */
+static FD_HOT double fd_max_f64(const double *x, ptrdiff_t n) {
+    const double ninf = -HUGE_VAL;
+    fd_v4d m0 = {ninf, ninf, ninf, ninf}, m1 = m0;
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        fd_v4d v0, v1;
+        FD_LOAD4D(v0, x + j);
+        FD_LOAD4D(v1, x + j + 4);
+        fd_v4l g0 = v0 > m0, g1 = v1 > m1;
+        m0 = (fd_v4d)(((fd_v4l)v0 & g0) | ((fd_v4l)m0 & ~g0));
+        m1 = (fd_v4d)(((fd_v4l)v1 & g1) | ((fd_v4l)m1 & ~g1));
+    }
+    double m = ninf;
+    for (int l = 0; l < 4; l++) {
+        if (m0[l] > m)
+            m = m0[l];
+        if (m1[l] > m)
+            m = m1[l];
+    }
+    for (; j < n; j++)
+        if (x[j] > m)
+            m = x[j];
+    return m;
+}
+
+static FD_HOT double fd_max_f32(const float *x, ptrdiff_t n) {
+    const float ninf = -HUGE_VALF;
+    fd_v8f m0 = {ninf, ninf, ninf, ninf, ninf, ninf, ninf, ninf}, m1 = m0;
+    ptrdiff_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        fd_v8f v0, v1;
+        memcpy(&v0, x + j, sizeof v0);
+        memcpy(&v1, x + j + 8, sizeof v1);
+        fd_v8i g0 = v0 > m0, g1 = v1 > m1;
+        m0 = (fd_v8f)(((fd_v8i)v0 & g0) | ((fd_v8i)m0 & ~g0));
+        m1 = (fd_v8f)(((fd_v8i)v1 & g1) | ((fd_v8i)m1 & ~g1));
+    }
+    float m = ninf;
+    for (int l = 0; l < 8; l++) {
+        if (m0[l] > m)
+            m = m0[l];
+        if (m1[l] > m)
+            m = m1[l];
+    }
+    for (; j < n; j++)
+        if (x[j] > m)
+            m = x[j];
+    return (double)m;
+}
+
+/* ------------------------------------------------------------------------
+ * Shifted exponentials of a row: the core of softmax and logsumexp.
+ *
+ * With divide == 0:  s_j = (x_j - m) * a - c
+ * with divide != 0:  s_j = (x_j - m) / a - c
+ * computed in double (float input is widened first). Both forms are
+ * offered because softmax must order "divide by T" and "subtract the
+ * maximum" to avoid overflow, and must divide exactly like the NumPy
+ * reference unless 1/T is exact: m = 0, c = max/T for T >= 1; m = max,
+ * c = 0 for T < 1.
+ * ---------------------------------------------------------------------- */
+
+/* float exp of a double argument s <= 0 (or NaN), to about 1 float ulp:
+ * exp(s) = expf(hi) * exp(lo) ~ expf(hi) * (1 + lo) with hi = (float)s and
+ * lo = s - hi, |lo| <= 2^-24 |s|. Below -160 expf is 0 anyway: s is
+ * clamped at lim = -160 so that hi and lo stay finite (-inf gives 0, not
+ * 0 * inf); a NaN stays NaN (the comparison is false for it).
+ *
+ * lim is passed in, laundered by FD_OPAQUE, rather than written as a
+ * constant: with a constant GCC folds (float)lim into one arm of the
+ * select, the other arm keeps a conversion that may trap, and under the
+ * default -ftrapping-math the loop is then not if-converted, so not
+ * vectorised. */
+static inline float fd_expf_of_double(double s, double lim) {
+    s = s < lim ? lim : s;
+    float hi = (float)s;
+    float lo = (float)(s - (double)hi);
+    return expf(hi) * (1.0f + lo);
+}
+
+/* e_j = exp(s_j) into out[0..k) (or a stack buffer when out is NULL).
+ * Returns the sum of the e_j that are not 1 and adds to *ones how many are;
+ * ones + returned value is the sum of all e_j. NaN propagates into the
+ * returned value. */
+static FD_HOT double fd_exp_shift_sum_f64(const double *x, ptrdiff_t k,
+                                          double m, double a, double c,
+                                          int divide, double *out,
+                                          double *ones) {
+    double buf[FD_CHUNK];
+    double rest = 0.0;
+    *ones = 0.0;
+    for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {
+        ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;
+        const double *xs = x + j0;
+        double *e = out ? out + j0 : buf;
+        if (divide)
+            for (ptrdiff_t j = 0; j < len; j++)
+                e[j] = exp((xs[j] - m) / a - c);
+        else
+            for (ptrdiff_t j = 0; j < len; j++)
+                e[j] = exp((xs[j] - m) * a - c);
+        rest += fd_split_sum_f64(e, len, ones);
+    }
+    return rest;
+}
+
+/* Same for float input and output; s_j is computed in double and the
+ * exponential in float (fd_expf_of_double), the sum in double. */
+static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
+                                          double m, double a, double c,
+                                          int divide, float *out,
+                                          double *ones) {
+    float buf[FD_CHUNK];
+    double rest = 0.0, lim = -160.0;
+    FD_OPAQUE(lim);
+    *ones = 0.0;
+    for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {
+        ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;
+        const float *xs = x + j0;
+        float *e = out ? out + j0 : buf;
+        if (divide)
+            for (ptrdiff_t j = 0; j < len; j++)
+                e[j] = fd_expf_of_double(((double)xs[j] - m) / a - c, lim);
+        else
+            for (ptrdiff_t j = 0; j < len; j++)
+                e[j] = fd_expf_of_double(((double)xs[j] - m) * a - c, lim);
+        rest += fd_split_sum_f32(e, len, ones);
+    }
+    return rest;
+}
+
+/* out_j = s_j - shift (the log-softmax pass), s_j as above, in double. */
+static FD_HOT void fd_shift_sub_f64(const double *x, ptrdiff_t k, double m,
+                                    double a, double c, int divide,
+                                    double shift, double *out) {
+    if (divide)
+        for (ptrdiff_t j = 0; j < k; j++)
+            out[j] = ((x[j] - m) / a - c) - shift;
+    else
+        for (ptrdiff_t j = 0; j < k; j++)
+            out[j] = ((x[j] - m) * a - c) - shift;
+}
+
+static FD_HOT void fd_shift_sub_f32(const float *x, ptrdiff_t k, double m,
+                                    double a, double c, int divide,
+                                    double shift, float *out) {
+    if (divide)
+        for (ptrdiff_t j = 0; j < k; j++)
+            out[j] = (float)((((double)x[j] - m) / a - c) - shift);
+    else
+        for (ptrdiff_t j = 0; j < k; j++)
+            out[j] = (float)((((double)x[j] - m) * a - c) - shift);
+}
+
+/* out_j *= factor in place (the product is formed in double). */
+static FD_HOT void fd_scale_f64(double *out, ptrdiff_t k, double factor) {
+    for (ptrdiff_t j = 0; j < k; j++)
+        out[j] *= factor;
+}
+
+static FD_HOT void fd_scale_f32(float *out, ptrdiff_t k, double factor) {
+    for (ptrdiff_t j = 0; j < k; j++)
+        out[j] = (float)((double)out[j] * factor);
+}
+
+/* ------------------------------------------------------------------------
+ * Element-wise exp and log of arrays (out may be x itself), in the dtype
+ * of the array: float arrays use the 8-wide float functions.
+ * ---------------------------------------------------------------------- */
+
+static FD_HOT void fd_exp_f64(const double *x, ptrdiff_t n, double *out) {
+    for (ptrdiff_t j = 0; j < n; j++)
+        out[j] = exp(x[j]);
+}
+
+static FD_HOT void fd_log_f64(const double *x, ptrdiff_t n, double *out) {
+    for (ptrdiff_t j = 0; j < n; j++)
+        out[j] = log(x[j]);
+}
+
+static FD_HOT void fd_exp_f32(const float *x, ptrdiff_t n, float *out) {
+    for (ptrdiff_t j = 0; j < n; j++)
+        out[j] = expf(x[j]);
+}
+
+static FD_HOT void fd_log_f32(const float *x, ptrdiff_t n, float *out) {
+    for (ptrdiff_t j = 0; j < n; j++)
+        out[j] = logf(x[j]);
+}
+
+/* ------------------------------------------------------------------------
+ * Sums of x log y terms for the divergences, with 0 log 0 = 0: a term whose
+ * weight is exactly 0 contributes 0, whatever its log (-inf, NaN). Terms
+ * are computed in double (float input is widened: the float results stay
+ * accurate where the divergence is near 0) and summed in double in a fixed
+ * order.
+ * ---------------------------------------------------------------------- */
+
+/* TERM may use p, q and the logs lp = log(LP), lq = log(LQ); both logs
+ * are computed unconditionally (a select afterwards, never a branch
+ * around a call) so that the loop vectorises. */
+#define FD_TERM_SUM(NAME, TX, LP, LQ, TERM)                                  \
+    static FD_HOT double NAME(const TX *x, const TX *y, ptrdiff_t n) {       \
+        double buf[FD_CHUNK];                                                \
+        double total = 0.0;                                                  \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {                     \
+            ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
+            for (ptrdiff_t j = 0; j < len; j++) {                            \
+                double p = (double)x[j0 + j], q = (double)y[j0 + j];         \
+                double lp = log(LP), lq = log(LQ);                           \
+                (void)lp;                                                    \
+                (void)lq;                                                    \
+                buf[j] = TERM;                                               \
+            }                                                                \
+            total += fd_sum_f64(buf, len);                                   \
+        }                                                                    \
+        return total;                                                        \
+    }
+
+/* sum_j x_j log y_j, 0 where x_j == 0 (entropy: -fd_xlogy_sum(p, p);
+ * cross-entropy: -fd_xlogy_sum(p, q)). */
+FD_TERM_SUM(fd_xlogy_sum_f64, double, 1.0, q, p == 0.0 ? 0.0 : p * lq)
+FD_TERM_SUM(fd_xlogy_sum_f32, float, 1.0, q, p == 0.0 ? 0.0 : p * lq)
+
+/* sum_j p_j log(p_j / q_j), 0 where p_j == 0, +inf where p_j > 0 = q_j:
+ * KL(p || q). Called with x = p, y = q. */
+FD_TERM_SUM(fd_rel_entr_sum_f64, double, 1.0, p / q, p == 0.0 ? 0.0 : p * lq)
+FD_TERM_SUM(fd_rel_entr_sum_f32, float, 1.0, p / q, p == 0.0 ? 0.0 : p * lq)
+
+/* sum_j p_j log(2 p_j / (p_j + q_j)) + q_j log(2 q_j / (p_j + q_j)), each
+ * term 0 where its weight is 0: twice JS(p, q), in the two-log form that
+ * stays exact where JS is near 0. Not clamped at 0 (the caller does). */
+FD_TERM_SUM(fd_js_sum_f64, double, (p + p) / (p + q), (q + q) / (p + q),
+            (p == 0.0 ? 0.0 : p * lp) + (q == 0.0 ? 0.0 : q * lq))
+FD_TERM_SUM(fd_js_sum_f32, float, (p + p) / (p + q), (q + q) / (p + q),
+            (p == 0.0 ? 0.0 : p * lp) + (q == 0.0 ? 0.0 : q * lq))
+
+#undef FD_TERM_SUM
+
+#endif /* FASTDIV_MATH_H */
