@@ -126,7 +126,10 @@ def nll(
     ignore = -1 if ignore_index is None else ignore_index
     scale = _grad_scale(reduction, kept)
     per_row, grad = _run(
-        "nll_rows", z, return_grad, backend,
+        "nll_rows",
+        z,
+        return_grad,
+        backend,
         lambda fn, loss, g: fn(z, y, t, eps, ignore, scale, loss, g),
         skip=k == 0,
     )
@@ -206,7 +209,10 @@ def soft_cross_entropy(
 
     scale = _grad_scale(reduction, n)
     per_row, grad = _run(
-        "soft_ce_rows", z, return_grad, backend,
+        "soft_ce_rows",
+        z,
+        return_grad,
+        backend,
         lambda fn, loss, g: fn(z, target, t, scale, loss, g),
         skip=k == 0,
     )
@@ -304,7 +310,10 @@ def distill_loss(
 
     scale = _grad_scale(reduction, n)
     per_row, grad = _run(
-        "distill_rows", z, return_grad, backend,
+        "distill_rows",
+        z,
+        return_grad,
+        backend,
         lambda fn, loss, g: fn(z, teacher, y, t, a, scale, loss, g),
         skip=k == 0,
     )
@@ -331,14 +340,18 @@ def _run(kernel, z, return_grad, backend, call, *, skip):
 def _finish(per_row, grad, reduction, count, dtype, single, return_grad):
     """Reduce the per-row losses and shape the results."""
     if reduction == "none":
-        loss = per_row.astype(dtype)
+        # float64 losses beyond float32's range are inf in float32.
+        with np.errstate(over="ignore"):
+            loss = per_row.astype(dtype)
         if single:
             loss = loss[0]
-    elif reduction == "sum":
-        loss = dtype.type(per_row.sum())
     else:
+        total = per_row.sum()
         # A mean over no rows is NaN, without a warning.
-        loss = dtype.type(per_row.sum() / count if count else np.nan)
+        if reduction != "sum":
+            total = total / count if count else np.nan
+        with np.errstate(over="ignore"):
+            loss = dtype.type(total)
     if not return_grad:
         return loss
     return loss, grad[0] if single else grad
@@ -392,16 +405,16 @@ def _labels(labels, n: int, k: int, single: bool, ignore_index) -> np.ndarray:
     # conversion could wrap them into range.
     if flat.dtype.kind == "u" and flat.size and flat.max() > np.iinfo(np.int64).max:
         row = int(np.argmax(flat > np.iinfo(np.int64).max))
-        raise ValueError(
-            f"labels row {row} has label {flat[row]}, outside [0, {k})"
-        )
+        raise ValueError(f"labels row {row} has label {flat[row]}, outside [0, {k})")
     y = np.ascontiguousarray(flat, dtype=np.int64)
     bad = (y < 0) | (y >= k)
     if ignore_index is not None:
         bad &= y != ignore_index
     if bad.any():
         row = int(np.argmax(bad))
-        extra = "" if ignore_index is None else f" and is not ignore_index={ignore_index}"
+        extra = (
+            "" if ignore_index is None else f" and is not ignore_index={ignore_index}"
+        )
         raise ValueError(
             f"labels row {row} has label {y[row]}, outside [0, {k}){extra}"
         )

@@ -67,7 +67,9 @@ def _log_normaliser(s: np.ndarray) -> np.ndarray:
 def _posinf_rows(x: np.ndarray, top: np.ndarray):
     """Rows without NaN whose maximum is +inf, and their count of +inf."""
     posinf = np.isposinf(x)
-    rows = np.isposinf(top) & ~np.isnan(x).any(axis=1)
+    # From x, not top: a finite maximum whose max / T overflows (T < 1) is
+    # not a +inf logit.
+    rows = posinf.any(axis=1) & ~np.isnan(x).any(axis=1)
     return rows, posinf, posinf.sum(axis=1)
 
 
@@ -308,7 +310,7 @@ def nll_rows(
         g = np.zeros(x.shape, np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             g[rows] = _scaled(np.exp(logp) - target, temperature, grad_scale)
-        grad[...] = g
+            grad[...] = g
 
 
 def soft_ce_rows(
@@ -372,7 +374,8 @@ def distill_rows(
             g += (1.0 - alpha) * p1
     loss[...] = result
     if grad.shape[0]:
-        grad[...] = g * grad_scale
+        with np.errstate(over="ignore"):  # beyond float32's range: inf
+            grad[...] = g * grad_scale
 
 
 # ==========================================================================

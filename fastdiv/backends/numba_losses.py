@@ -1,0 +1,295 @@
+"""Numba kernels for the losses on logits (twins of the "losses" section of
+``reference.py``, same names and signatures).
+
+Each row is handled by one thread (``prange`` over rows) in three passes
+that never store a probability: the maximum, then the sums of exponentials
+together with the loss terms, then (when ``grad`` has rows) the gradient,
+which recomputes each exponential instead of keeping a softmax row. Sums
+are float64 whatever the input dtype and run in a fixed order, so a row's
+result does not depend on the thread count.
+
+The shifted, scaled logit s = z / T - max(z / T) is formed as in the
+softmax section of ``reference.py``: divided first for T >= 1 (as a product
+with 1 / T, which cannot overflow there), subtracted first for T < 1. The
+row maximum itself maps to exactly 0, which also makes a single +inf logit
+the one-hot limit; two +inf, an all -inf row or NaN give a NaN row. With c
+entries at 0 and r the sum of the other exponentials, log sum exp(s) is
+log1p((c - 1) + r), exact even where r is below the rounding of 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import float32, float64, int64, njit, prange, void
+
+
+# No flag that assumes away NaN or inf, and no reassociation (it would
+# change the order of the sums and the exp range reduction).
+_FASTMATH = {"nsz", "arcp", "contract", "afn"}
+_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
+_INLINE = dict(inline="always", fastmath=_FASTMATH)
+
+
+# --------------------------------------------------------------------------
+# Row helpers
+# --------------------------------------------------------------------------
+@njit(**_INLINE)
+def _exp(x):
+    return math.exp(x)
+
+
+@njit(**_INLINE)
+def _log1p(x):
+    return math.log1p(x)
+
+
+@njit(**_INLINE)
+def _row_max(row):
+    """The row maximum as float64, or NaN where the row has no usable one:
+    all -inf (or empty, or all NaN), or more than one +inf."""
+    m = -math.inf
+    for j in range(row.shape[0]):
+        v = float64(row[j])
+        if v > m:
+            m = v
+    if m == math.inf:
+        count = 0
+        for j in range(row.shape[0]):
+            if row[j] == math.inf:
+                count += 1
+        if count > 1:
+            m = math.nan
+    elif m == -math.inf:
+        m = math.nan
+    return m
+
+
+@njit(**_INLINE)
+def _top(m, temperature):
+    """max(z) / T for T >= 1 (what _shift subtracts), else max(z)."""
+    if temperature >= 1.0:
+        return m * (1.0 / temperature)
+    return m
+
+
+@njit(**_INLINE)
+def _shift(v, m, top, temperature, inv_t):
+    """s = z / T - max(z / T) for one entry, without overflow."""
+    if v == m:
+        return 0.0
+    if temperature >= 1.0:
+        return v * inv_t - top
+    return (v - m) / temperature
+
+
+@njit(**_INLINE)
+def _grad(d, factor, finite, temperature, grad_scale):
+    """grad_scale * d / T; the division runs only where grad_scale / T
+    overflows (a subnormal T), so that d == 0 stays 0 instead of NaN."""
+    if finite:
+        return d * factor
+    return d / temperature * grad_scale
+
+
+# --------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------
+def _sigs(make):
+    return [make(f) for f in (float32, float64)]
+
+
+@njit(
+    _sigs(
+        lambda f: void(
+            f[:, ::1],
+            int64[::1],
+            float64,
+            float64,
+            int64,
+            float64,
+            float64[::1],
+            f[:, ::1],
+        )
+    ),
+    **_KERNEL,
+)
+def nll_rows(x, labels, temperature, smoothing, ignore_index, grad_scale, loss, grad):
+    n, k = x.shape
+    want_grad = grad.shape[0] != 0
+    inv_t = 1.0 / temperature
+    factor = grad_scale / temperature
+    finite = math.isfinite(factor)
+    per_class = smoothing / k
+    for i in prange(n):
+        y = labels[i]
+        if y == ignore_index:
+            loss[i] = 0.0
+            if want_grad:
+                for j in range(k):
+                    grad[i, j] = 0.0
+            continue
+        row = x[i]
+        m = _row_max(row)
+        top = _top(m, temperature)
+
+        # Sums of exp(s) (as c + r) and of s, the latter for the smoothing.
+        c = 0.0
+        r = 0.0
+        total = 0.0
+        for j in range(k):
+            s = _shift(float64(row[j]), m, top, temperature, inv_t)
+            c += 1.0 if s == 0.0 else 0.0
+            r += 0.0 if s == 0.0 else _exp(s)
+            total += s
+        lse = _log1p((c - 1.0) + r)
+
+        # -log p_y = lse - s_y and sum_j -log p_j = k lse - sum_j s_j, both
+        # sums of terms >= 0 (s <= 0 <= lse): no cancellation.
+        value = 0.0
+        if smoothing != 1.0:
+            s_y = _shift(float64(row[y]), m, top, temperature, inv_t)
+            value += (1.0 - smoothing) * (lse - s_y)
+        if smoothing != 0.0:
+            value += per_class * (k * lse - total)
+        loss[i] = value
+
+        if want_grad:
+            for j in range(k):
+                s = _shift(float64(row[j]), m, top, temperature, inv_t)
+                d = _exp(s - lse) - per_class
+                if j == y:
+                    d -= 1.0 - smoothing
+                grad[i, j] = _grad(d, factor, finite, temperature, grad_scale)
+
+
+@njit(
+    _sigs(
+        lambda f: void(f[:, ::1], f[:, ::1], float64, float64, float64[::1], f[:, ::1])
+    ),
+    **_KERNEL,
+)
+def soft_ce_rows(x, target, temperature, grad_scale, loss, grad):
+    n, k = x.shape
+    want_grad = grad.shape[0] != 0
+    inv_t = 1.0 / temperature
+    factor = grad_scale / temperature
+    finite = math.isfinite(factor)
+    for i in prange(n):
+        row = x[i]
+        t = target[i]
+        m = _row_max(row)
+        top = _top(m, temperature)
+
+        # loss = sum_j t_j (lse - s_j) = sum(t) lse - sum_j t_j s_j, where
+        # a t_j of 0 is left out even if s_j is -inf.
+        c = 0.0
+        r = 0.0
+        t_sum = 0.0
+        ts = 0.0
+        for j in range(k):
+            s = _shift(float64(row[j]), m, top, temperature, inv_t)
+            tj = float64(t[j])
+            c += 1.0 if s == 0.0 else 0.0
+            r += 0.0 if s == 0.0 else _exp(s)
+            t_sum += tj
+            ts += 0.0 if tj == 0.0 else tj * s
+        lse = _log1p((c - 1.0) + r)
+        loss[i] = t_sum * lse - ts if t_sum != 0.0 else 0.0
+
+        if want_grad:
+            for j in range(k):
+                s = _shift(float64(row[j]), m, top, temperature, inv_t)
+                d = t_sum * _exp(s - lse) - float64(t[j])
+                grad[i, j] = _grad(d, factor, finite, temperature, grad_scale)
+
+
+@njit(
+    _sigs(
+        lambda f: void(
+            f[:, ::1],
+            f[:, ::1],
+            int64[::1],
+            float64,
+            float64,
+            float64,
+            float64[::1],
+            f[:, ::1],
+        )
+    ),
+    **_KERNEL,
+)
+def distill_rows(student, teacher, labels, temperature, alpha, grad_scale, loss, grad):
+    n, k = student.shape
+    want_grad = grad.shape[0] != 0
+    soft = alpha != 0.0
+    hard = labels.shape[0] != 0 and alpha != 1.0
+    inv_t = 1.0 / temperature
+    # d loss / d student = k_soft (q_s - q_t) + k_hard (p - onehot(y)).
+    k_soft = alpha * temperature * grad_scale
+    k_hard = (1.0 - alpha) * grad_scale
+    for i in prange(n):
+        srow = student[i]
+        trow = teacher[i]
+        ms = _row_max(srow)
+        mt = _row_max(trow) if soft else 0.0
+        top_s = _top(ms, temperature)
+        top_t = _top(mt, temperature)
+
+        # One pass: the normalisers of student and teacher at T, of the
+        # student at T = 1, and w = sum_j e^{a_j} (a_j - b_j) over e^{a_j}
+        # != 0, so that KL = w / S_a - log S_a + log S_b.
+        cb = 0.0
+        rb = 0.0
+        ca = 0.0
+        ra = 0.0
+        w = 0.0
+        c1 = 0.0
+        r1 = 0.0
+        for j in range(k):
+            v = float64(srow[j])
+            if soft:
+                b = _shift(v, ms, top_s, temperature, inv_t)
+                a = _shift(float64(trow[j]), mt, top_t, temperature, inv_t)
+                ea = _exp(a)
+                cb += 1.0 if b == 0.0 else 0.0
+                rb += 0.0 if b == 0.0 else _exp(b)
+                ca += 1.0 if a == 0.0 else 0.0
+                ra += 0.0 if a == 0.0 else ea
+                w += 0.0 if ea == 0.0 else ea * (a - b)
+            if hard:
+                s1 = 0.0 if v == ms else v - ms
+                c1 += 1.0 if s1 == 0.0 else 0.0
+                r1 += 0.0 if s1 == 0.0 else _exp(s1)
+        value = 0.0
+        lse_a = 0.0
+        lse_b = 0.0
+        lse_1 = 0.0
+        if soft:
+            lse_a = _log1p((ca - 1.0) + ra)
+            lse_b = _log1p((cb - 1.0) + rb)
+            kl = w / (ca + ra) - lse_a + lse_b
+            value += alpha * temperature * (temperature * kl)
+        y = 0
+        if hard:
+            y = labels[i]
+            lse_1 = _log1p((c1 - 1.0) + r1)
+            s_y = 0.0 if float64(srow[y]) == ms else float64(srow[y]) - ms
+            value += (1.0 - alpha) * (lse_1 - s_y)
+        loss[i] = value
+
+        if want_grad:
+            for j in range(k):
+                v = float64(srow[j])
+                g = 0.0
+                if soft:
+                    b = _shift(v, ms, top_s, temperature, inv_t)
+                    a = _shift(float64(trow[j]), mt, top_t, temperature, inv_t)
+                    g += k_soft * (_exp(b - lse_b) - _exp(a - lse_a))
+                if hard:
+                    s1 = 0.0 if v == ms else v - ms
+                    p = _exp(s1 - lse_1)
+                    if j == y:
+                        p -= 1.0
+                    g += k_hard * p
+                grad[i, j] = g
