@@ -1,0 +1,220 @@
+"""Numba kernels for the divergences of probability rows (twins of the
+"divergences" section of ``reference.py``, same names and signatures).
+
+``p`` and ``q`` are (n, k) or (1, k): a single row is used for every row
+of the other, so an (n, k) batch against one distribution is never copied
+n times. ``out`` is float64 whatever the input dtype.
+
+Speed comes from two things (PERF-NOTES.md): the vectorisable ``log_f64``
+of ``numba_math`` instead of ``math.log``, and sums that LLVM can turn into
+vector code without reassociation. A row is cut into chunks of ``_CHUNK``
+entries; the terms of a chunk are written to a small buffer by a loop with
+no loop-carried dependence (so the logs vectorise), then added up in eight
+fixed lanes. The order of the additions depends only on k, never on the
+thread count. Every term is computed in float64, also for float32 input:
+the divergences of near-identical rows are differences of nearly equal
+terms, and float32 logs would lose them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import float32, float64, int64, njit, prange, void
+
+from fastdiv.backends.numba_math import log_f64
+
+# No flag that assumes away NaN or inf, and no reassociation (it would
+# reorder the sums and fold the range reduction inside log_f64).
+_FASTMATH = {"nsz", "arcp", "contract", "afn"}
+_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
+_INLINE = dict(inline="always", fastmath=_FASTMATH)
+
+# Entries per chunk: the float64 buffer (4 KB) stays in L1 next to the
+# rows being read.
+_CHUNK = 512
+# Rows per task: one buffer is allocated per task, not per row.
+_ROWS_PER_TASK = 64
+
+_TINY = np.finfo(np.float64).tiny
+_HUGE = np.finfo(np.float64).max
+
+
+# --------------------------------------------------------------------------
+# Row helpers
+# --------------------------------------------------------------------------
+@njit(**_INLINE)
+def _lane_sum(buf, m):
+    """sum(buf[:m]) in eight fixed lanes, then the tail in order."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    j = 0
+    while j + 8 <= m:
+        a0 += buf[j]
+        a1 += buf[j + 1]
+        a2 += buf[j + 2]
+        a3 += buf[j + 3]
+        a4 += buf[j + 4]
+        a5 += buf[j + 5]
+        a6 += buf[j + 6]
+        a7 += buf[j + 7]
+        j += 8
+    s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    while j < m:
+        s += buf[j]
+        j += 1
+    return s
+
+
+@njit(**_INLINE)
+def _xlogy_row(x, y, buf):
+    """sum_j x_j log y_j with 0 where x_j == 0 (NaN stays NaN)."""
+    k = x.shape[0]
+    total = 0.0
+    for j0 in range(0, k, _CHUNK):
+        m = min(_CHUNK, k - j0)
+        for j in range(m):
+            a = float64(x[j0 + j])
+            t = a * log_f64(float64(y[j0 + j]))
+            buf[j] = 0.0 if a == 0.0 else t
+        total += _lane_sum(buf, m)
+    return total
+
+
+@njit(**_INLINE)
+def _kl_row(p, q, buf):
+    """sum_j p_j log(p_j / q_j) with 0 where p_j == 0.
+
+    The ratio is formed first (exact near p == q). Where it overflows or
+    underflows the sum comes out +-inf or NaN; only then is the row redone
+    with log p - log q at those entries, which also yields the true +inf
+    of p > 0 = q.
+    """
+    k = p.shape[0]
+    total = 0.0
+    for j0 in range(0, k, _CHUNK):
+        m = min(_CHUNK, k - j0)
+        for j in range(m):
+            a = float64(p[j0 + j])
+            t = a * log_f64(a / float64(q[j0 + j]))
+            buf[j] = 0.0 if a == 0.0 else t
+        total += _lane_sum(buf, m)
+    if np.isfinite(total):
+        return total
+    total = 0.0
+    for j0 in range(0, k, _CHUNK):
+        m = min(_CHUNK, k - j0)
+        for j in range(m):
+            a = float64(p[j0 + j])
+            b = float64(q[j0 + j])
+            r = a / b
+            if r >= _TINY and r <= _HUGE:
+                t = a * log_f64(r)
+            else:
+                t = a * (log_f64(a) - log_f64(b))
+            buf[j] = 0.0 if a == 0.0 else t
+        total += _lane_sum(buf, m)
+    return total
+
+
+@njit(**_INLINE)
+def _js_row(p, q, buf):
+    """JS(p, q) per the two-log formula, an entry with p == q adding 0."""
+    k = p.shape[0]
+    total = 0.0
+    for j0 in range(0, k, _CHUNK):
+        m = min(_CHUNK, k - j0)
+        for j in range(m):
+            a = float64(p[j0 + j])
+            b = float64(q[j0 + j])
+            s = a + b
+            ta = a * log_f64((a + a) / s)
+            tb = b * log_f64((b + b) / s)
+            t = (0.0 if a == 0.0 else ta) + (0.0 if b == 0.0 else tb)
+            buf[j] = 0.0 if a == b else t
+        total += _lane_sum(buf, m)
+    total *= 0.5
+    # Clamp a rounding below 0; NaN fails the test and stays NaN.
+    return 0.0 if total < 0.0 else total
+
+
+# --------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------
+def _sigs(make):
+    return [make(f) for f in (float32, float64)]
+
+
+@njit(_sigs(lambda f: void(f[:, ::1], float64[::1])), **_KERNEL)
+def entropy_rows(p, out):
+    n = out.shape[0]
+    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for t in prange(tasks):
+        buf = np.empty(_CHUNK)
+        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
+            # 0.0 - sum keeps +0.0 for empty and one-hot rows.
+            out[i] = 0.0 - _xlogy_row(p[i], p[i], buf)
+
+
+@njit(_sigs(lambda f: void(f[:, ::1], f[:, ::1], float64[::1])), **_KERNEL)
+def cross_entropy_rows(p, q, out):
+    n = out.shape[0]
+    sp = 1 if p.shape[0] > 1 else 0
+    sq = 1 if q.shape[0] > 1 else 0
+    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for t in prange(tasks):
+        buf = np.empty(_CHUNK)
+        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
+            out[i] = 0.0 - _xlogy_row(p[i * sp], q[i * sq], buf)
+
+
+@njit(_sigs(lambda f: void(f[:, ::1], f[:, ::1], float64[::1])), **_KERNEL)
+def kl_rows(p, q, out):
+    n = out.shape[0]
+    sp = 1 if p.shape[0] > 1 else 0
+    sq = 1 if q.shape[0] > 1 else 0
+    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for t in prange(tasks):
+        buf = np.empty(_CHUNK)
+        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
+            out[i] = _kl_row(p[i * sp], q[i * sq], buf)
+
+
+@njit(_sigs(lambda f: void(f[:, ::1], f[:, ::1], float64[::1])), **_KERNEL)
+def js_rows(p, q, out):
+    n = out.shape[0]
+    sp = 1 if p.shape[0] > 1 else 0
+    sq = 1 if q.shape[0] > 1 else 0
+    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for t in prange(tasks):
+        buf = np.empty(_CHUNK)
+        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
+            out[i] = _js_row(p[i * sp], q[i * sq], buf)
+
+
+@njit(_sigs(lambda f: void(f[:, ::1], float64[::1], int64[::1])), **_KERNEL)
+def probability_check_rows(x, sums, negatives):
+    n, k = x.shape
+    for i in prange(n):
+        row = x[i]
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        neg = 0
+        j = 0
+        while j + 8 <= k:
+            a0 += float64(row[j])
+            a1 += float64(row[j + 1])
+            a2 += float64(row[j + 2])
+            a3 += float64(row[j + 3])
+            a4 += float64(row[j + 4])
+            a5 += float64(row[j + 5])
+            a6 += float64(row[j + 6])
+            a7 += float64(row[j + 7])
+            j += 8
+        s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+        while j < k:
+            s += float64(row[j])
+            j += 1
+        # A separate counting loop: an integer sum of comparisons, which
+        # vectorises on its own; the row is still in cache.
+        for j in range(k):
+            neg += 1 if row[j] < 0 else 0
+        sums[i] = s
+        negatives[i] = neg
