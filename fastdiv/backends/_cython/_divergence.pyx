@@ -1,0 +1,135 @@
+# cython: language_level=3
+"""Cython kernels for the divergences of probability rows (twins of the
+"divergences" section of ``reference.py``, same names and signatures).
+
+``p`` and ``q`` are (n, k) or (1, k): a single row is used for every row
+of the other, so an (n, k) batch against one distribution is never copied
+n times. ``out`` is float64 whatever the input dtype. Rows are spread over
+the OpenMP threads, one row per thread, and each row's terms are computed
+in double with the vector log of ``fastdiv_math.h`` and summed there in a
+fixed order, so the result does not depend on the thread count.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport isfinite, log
+
+from fastdiv.backends._cython._math cimport (
+    fd_js_sum_f32,
+    fd_js_sum_f64,
+    fd_rel_entr_sum_f32,
+    fd_rel_entr_sum_f64,
+    fd_sum_f32,
+    fd_sum_f64,
+    fd_xlogy_sum_f32,
+    fd_xlogy_sum_f64,
+)
+
+ctypedef fused real:
+    float
+    double
+
+cdef double _TINY = 2.2250738585072014e-308
+cdef double _HUGE = 1.7976931348623157e308
+
+
+cdef inline double _xlogy(const real *x, const real *y, Py_ssize_t k) noexcept nogil:
+    if real is float:
+        return fd_xlogy_sum_f32(x, y, k)
+    else:
+        return fd_xlogy_sum_f64(x, y, k)
+
+
+cdef double _kl_careful(const real *p, const real *q, Py_ssize_t k) noexcept nogil:
+    """KL where p / q overflows or underflows: log p - log q there.
+
+    Only rows whose fast sum came out +-inf or NaN come here (a subnormal q,
+    or p > 0 = q, whose +inf this reproduces). Summed in the order of the
+    fast path's lanes is not needed: the row is rare and the result differs
+    from it only where the fast one was wrong.
+    """
+    cdef double total = 0.0, a, b, r, t
+    cdef Py_ssize_t j
+    for j in range(k):
+        a = p[j]
+        b = q[j]
+        if a == 0.0:
+            continue
+        r = a / b
+        if r >= _TINY and r <= _HUGE:
+            t = a * log(r)
+        else:
+            t = a * (log(a) - log(b))
+        total += t
+    return total
+
+
+cdef inline double _kl(const real *p, const real *q, Py_ssize_t k) noexcept nogil:
+    cdef double total
+    if real is float:
+        total = fd_rel_entr_sum_f32(p, q, k)
+    else:
+        total = fd_rel_entr_sum_f64(p, q, k)
+    if isfinite(total):
+        return total
+    return _kl_careful(p, q, k)
+
+
+cdef inline double _js(const real *p, const real *q, Py_ssize_t k) noexcept nogil:
+    cdef double total
+    if real is float:
+        total = 0.5 * fd_js_sum_f32(p, q, k)
+    else:
+        total = 0.5 * fd_js_sum_f64(p, q, k)
+    # Clamp a rounding below 0; NaN fails the test and stays NaN.
+    return 0.0 if total < 0.0 else total
+
+
+def entropy_rows(const real[:, ::1] p, double[::1] out):
+    """out[i] = -sum_j p[i, j] log p[i, j]."""
+    cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
+    for i in prange(n, schedule="static", nogil=True):
+        # 0.0 - sum keeps +0.0 for empty and one-hot rows.
+        out[i] = 0.0 - _xlogy(&p[i, 0], &p[i, 0], k)
+
+
+def cross_entropy_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out):
+    """out[i] = -sum_j p[i, j] log q[i, j]; p or q may be a single row."""
+    cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
+    cdef Py_ssize_t sp = p.shape[0] > 1, sq = q.shape[0] > 1
+    for i in prange(n, schedule="static", nogil=True):
+        out[i] = 0.0 - _xlogy(&p[i * sp, 0], &q[i * sq, 0], k)
+
+
+def kl_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out):
+    """out[i] = sum_j p[i, j] log(p[i, j] / q[i, j]); p or q may be one row."""
+    cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
+    cdef Py_ssize_t sp = p.shape[0] > 1, sq = q.shape[0] > 1
+    for i in prange(n, schedule="static", nogil=True):
+        out[i] = _kl(&p[i * sp, 0], &q[i * sq, 0], k)
+
+
+def js_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out):
+    """out[i] = JS(p[i], q[i]), clamped at 0; p or q may be a single row."""
+    cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
+    cdef Py_ssize_t sp = p.shape[0] > 1, sq = q.shape[0] > 1
+    for i in prange(n, schedule="static", nogil=True):
+        out[i] = _js(&p[i * sp, 0], &q[i * sq, 0], k)
+
+
+cdef inline Py_ssize_t _negatives(const real *x, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t j, count = 0
+    for j in range(k):
+        count += x[j] < 0
+    return count
+
+
+def probability_check_rows(const real[:, ::1] x, double[::1] sums,
+                           long long[::1] negatives):
+    """sums[i] = sum_j x[i, j] in double; negatives[i] = #{j : x[i, j] < 0}."""
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1], i
+    for i in prange(n, schedule="static", nogil=True):
+        if real is float:
+            sums[i] = fd_sum_f32(&x[i, 0], k)
+        else:
+            sums[i] = fd_sum_f64(&x[i, 0], k)
+        negatives[i] = _negatives(&x[i, 0], k)
