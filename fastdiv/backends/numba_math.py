@@ -58,9 +58,10 @@ working precision:
 
 The log functions use ``error_model="numpy"``: with Numba's default, the
 division would carry a ZeroDivisionError check, a branch that stops the
-loop from vectorising (2 + f is never 0). No fast-math flag is used here: reassociation would fold the two-part
-range reduction, and the finite-math flags would drop the NaN and inf
-handling. Contraction is spelled out with explicit fused multiply-adds.
+loop from vectorising (2 + f is never 0). Kernels that divide need the
+same. No fast-math flag is used here: reassociation would fold the
+two-part range reduction, and the finite-math flags would drop the NaN and
+inf handling. Contraction is spelled out with explicit fused multiply-adds.
 """
 
 from __future__ import annotations
