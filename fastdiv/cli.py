@@ -26,7 +26,7 @@ import numpy as np
 import fastdiv
 from fastdiv._cli.errors import InputError
 from fastdiv._cli.readers import read_array, read_npy_header, split_key
-from fastdiv._cli.resources import check_fits, human
+from fastdiv._cli.resources import check_fits
 from fastdiv._cli.writers import (
     RowWriter,
     atomic_output,

@@ -298,7 +298,7 @@ def read_parquet(path) -> np.ndarray:
     except Exception as exc:  # pyarrow raises its own ArrowInvalid and OSError
         raise InputError(path, f"is not a readable Parquet file ({exc})") from None
     columns = []
-    for name, column in zip(table.column_names, table.columns):
+    for name, column in zip(table.column_names, table.columns, strict=True):
         if column.null_count:
             raise InputError(
                 path, f"column {name!r} has {column.null_count} missing values"

@@ -103,6 +103,7 @@ def openmp_status() -> str:
 def report() -> dict:
     """Everything ``fastdiv info`` prints, as a dict."""
     import fastdiv
+    from fastdiv import _dispatch
     from fastdiv._dispatch import num_threads
 
     numba_threads = None
@@ -120,7 +121,7 @@ def report() -> dict:
         "packages": package_versions(),
         "backends": {
             name: {"usable": status.usable, "reason": status.reason}
-            for name, status in fastdiv.backends().items()
+            for name, status in _dispatch.backends().items()
         },
         "threads": num_threads(),
         "numba_threads": numba_threads,
