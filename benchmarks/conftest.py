@@ -68,7 +68,12 @@ def pytest_configure(config):
 def pytest_collect_file(file_path, parent):
     # The suites are named bench_*.py so that a plain `pytest` (testpaths =
     # tests) never picks them up; collect them here when asked for.
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    # A file named on the command line is collected by pytest itself.
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("bench_")
+        and not parent.session.isinitpath(file_path)
+    ):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 
