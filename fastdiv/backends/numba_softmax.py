@@ -1,0 +1,358 @@
+"""Numba kernels of softmax, log_softmax and logsumexp with a temperature.
+
+Twins of the functions of the same names in ``reference.py``, whose
+comments define the semantics: the overflow-free order of division and
+subtraction, the count-of-max + log1p split of the normaliser, and the
+rules for +inf, -inf, NaN and empty rows. Each kernel takes C-contiguous
+float32 or float64 rows, runs rows in parallel (one row per thread, in a
+fixed order, so one or two threads give the same bits) and writes ``out``.
+
+A row of k logits is handled in three passes over data that stays in the
+L1/L2 cache after the first:
+
+1. the row maximum m;
+2. s_j = x_j / T - m / T (T >= 1) or (x_j - m) / T (T < 1) in float64,
+   and e_j = exp(s_j) from the vectorised :func:`numba_math.exp_f64`,
+   written to a float64 buffer (the output row itself in float64);
+3. the sums c = #{j : e_j = 1} and r = sum of the other e_j, in float64
+   with eight interleaved partial sums (a fixed order that LLVM can keep in
+   vector registers), then the scaled output.
+
+Since s_j <= 0, e_j = 1 exactly where s_j rounds to 0, and counting those
+entries apart keeps r even when it is below the rounding of 1:
+log S = log1p((c - 1) + r). A NaN in the row, a +inf maximum or an all
+-inf row makes r NaN (NaN - NaN or inf - inf in s); such rare rows are
+redone by a scalar routine that applies the rules of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange, types
+
+from fastdiv.backends.numba_math import exp_f64, log_f64
+
+__all__ = [
+    "softmax_rows",
+    "log_softmax_rows",
+    "logsumexp_rows",
+    "logsumexp_weighted_rows",
+]
+
+# Rows per parallel task: one scratch buffer is allocated per task, so the
+# allocation is paid once per 16 rows, and the static split of tasks over
+# threads stays even.
+_ROWS_PER_TASK = 16
+
+_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+_ROWS_OPTS = dict(_OPTS, parallel=True)
+
+# Inputs are typed read-only: a read-only signature also accepts writable
+# arrays, while callers may pass read-only views (np.broadcast_to for b).
+_F64_2D_IN = types.Array(types.float64, 2, "C", readonly=True)
+_F32_2D_IN = types.Array(types.float32, 2, "C", readonly=True)
+_F64_2D = types.float64[:, ::1]
+_F32_2D = types.float32[:, ::1]
+_F64_1D = types.float64[::1]
+_F32_1D = types.float32[::1]
+
+
+# ==========================================================================
+# Row helpers (inlined by LLVM into the kernels)
+# ==========================================================================
+
+
+@numba.njit(**_OPTS)
+def _row_max(x):
+    """max of a row, NaN ignored; -inf for an empty or all-NaN row."""
+    m = -np.inf
+    for j in range(x.shape[0]):
+        v = x[j]
+        m = v if v > m else m
+    return np.float64(m)
+
+
+@numba.njit(**_OPTS)
+def _exp_shifted(x, m, temperature, buf):
+    """buf[j] = exp(s_j), s_j the shifted and scaled x_j; returns m / T.
+
+    The two orders of DESIGN.md: for T >= 1, x / T cannot overflow and the
+    maximum of x / T is m / T; for T < 1 the subtraction comes first.
+    """
+    k = x.shape[0]
+    top = m / temperature
+    if temperature >= 1.0:
+        for j in range(k):
+            buf[j] = exp_f64(np.float64(x[j]) / temperature - top)
+    else:
+        for j in range(k):
+            buf[j] = exp_f64((np.float64(x[j]) - m) / temperature)
+    return top
+
+
+@numba.njit(**_OPTS)
+def _count_and_rest(buf, k):
+    """(c, r): the number of buf[j] == 1 and the sum of the others.
+
+    Eight partial sums in a fixed order: a single running sum would be a
+    chain of dependent additions, several times slower than the exp pass.
+    """
+    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = 0.0
+    c = 0
+    k8 = k - k % 8
+    for j in range(0, k8, 8):
+        e0 = buf[j]
+        e1 = buf[j + 1]
+        e2 = buf[j + 2]
+        e3 = buf[j + 3]
+        e4 = buf[j + 4]
+        e5 = buf[j + 5]
+        e6 = buf[j + 6]
+        e7 = buf[j + 7]
+        r0 += 0.0 if e0 == 1.0 else e0
+        r1 += 0.0 if e1 == 1.0 else e1
+        r2 += 0.0 if e2 == 1.0 else e2
+        r3 += 0.0 if e3 == 1.0 else e3
+        r4 += 0.0 if e4 == 1.0 else e4
+        r5 += 0.0 if e5 == 1.0 else e5
+        r6 += 0.0 if e6 == 1.0 else e6
+        r7 += 0.0 if e7 == 1.0 else e7
+    for j in range(k8, k):
+        e = buf[j]
+        r0 += 0.0 if e == 1.0 else e
+    for j in range(k):
+        c += buf[j] == 1.0
+    r = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    return np.float64(c), r
+
+
+@numba.njit(**_OPTS)
+def _log_normaliser(c, r):
+    """log(c + r) without losing r next to c (c >= 1)."""
+    return math.log1p((c - 1.0) + r)
+
+
+# ==========================================================================
+# Rows that are not finite: scalar, by the rules of DESIGN.md
+# ==========================================================================
+
+
+@numba.njit(**_OPTS)
+def _special_row(x):
+    """Classify a row whose fast path gave NaN.
+
+    Returns (kind, count): kind 0 = the row holds NaN, 1 = its maximum is
+    +inf (count = number of +inf entries), 2 = every entry is -inf.
+    """
+    posinf = 0
+    for j in range(x.shape[0]):
+        v = x[j]
+        if v != v:
+            return 0, 0
+        if v == np.inf:
+            posinf += 1
+    if posinf > 0:
+        return 1, posinf
+    return 2, 0
+
+
+@numba.njit(**_OPTS)
+def _softmax_special(x, out):
+    kind, count = _special_row(x)
+    for j in range(x.shape[0]):
+        if kind == 1 and count == 1:
+            out[j] = 1.0 if x[j] == np.inf else 0.0
+        else:
+            out[j] = np.nan
+
+
+@numba.njit(**_OPTS)
+def _log_softmax_special(x, out):
+    kind, count = _special_row(x)
+    for j in range(x.shape[0]):
+        if kind == 1 and count == 1:
+            out[j] = 0.0 if x[j] == np.inf else -np.inf
+        else:
+            out[j] = np.nan
+
+
+@numba.njit(**_OPTS)
+def _logsumexp_special(x):
+    kind, count = _special_row(x)
+    if kind == 0:
+        return np.nan
+    if kind == 1:
+        return np.inf
+    return -np.inf
+
+
+# ==========================================================================
+# Kernels
+# ==========================================================================
+
+
+@numba.njit(
+    [
+        types.void(_F64_2D_IN, types.float64, _F64_2D),
+        types.void(_F32_2D_IN, types.float64, _F32_2D),
+    ],
+    **_ROWS_OPTS,
+)
+def softmax_rows(x, temperature, out):
+    """out[i] = softmax(x[i] / temperature), row by row (float64 sums)."""
+    n, k = x.shape
+    ntasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for task in prange(ntasks):
+        buf = np.empty(k, np.float64)
+        for i in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
+            row = x[i]
+            dst = out[i]
+            m = _row_max(row)
+            _exp_shifted(row, m, temperature, buf)
+            c, r = _count_and_rest(buf, k)
+            if not (r == r and math.isfinite(m)):
+                _softmax_special(row, dst)
+                continue
+            inv = 1.0 / (c + r)
+            for j in range(k):
+                dst[j] = buf[j] * inv
+
+
+@numba.njit(
+    [
+        types.void(_F64_2D_IN, types.float64, _F64_2D),
+        types.void(_F32_2D_IN, types.float64, _F32_2D),
+    ],
+    **_ROWS_OPTS,
+)
+def log_softmax_rows(x, temperature, out):
+    """out[i] = log_softmax(x[i] / temperature), row by row."""
+    n, k = x.shape
+    ntasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for task in prange(ntasks):
+        buf = np.empty(k, np.float64)
+        for i in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
+            row = x[i]
+            dst = out[i]
+            m = _row_max(row)
+            top = _exp_shifted(row, m, temperature, buf)
+            c, r = _count_and_rest(buf, k)
+            if not (r == r and math.isfinite(m)):
+                _log_softmax_special(row, dst)
+                continue
+            lse = _log_normaliser(c, r)
+            # s_j again, in the same order of operations as the exp pass.
+            if temperature >= 1.0:
+                for j in range(k):
+                    dst[j] = (np.float64(row[j]) / temperature - top) - lse
+            else:
+                for j in range(k):
+                    dst[j] = (np.float64(row[j]) - m) / temperature - lse
+
+
+@numba.njit(
+    [
+        types.void(_F64_2D_IN, types.float64, _F64_1D),
+        types.void(_F32_2D_IN, types.float64, _F32_1D),
+    ],
+    **_ROWS_OPTS,
+)
+def logsumexp_rows(x, temperature, out):
+    """out[i] = log(sum_j exp(x[i, j] / temperature)); -inf for k == 0."""
+    n, k = x.shape
+    ntasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for task in prange(ntasks):
+        buf = np.empty(k, np.float64)
+        for i in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
+            row = x[i]
+            if k == 0:
+                out[i] = -np.inf
+                continue
+            m = _row_max(row)
+            top = _exp_shifted(row, m, temperature, buf)
+            c, r = _count_and_rest(buf, k)
+            if not (r == r and math.isfinite(m)):
+                out[i] = _logsumexp_special(row)
+                continue
+            out[i] = top + _log_normaliser(c, r)
+
+
+# ==========================================================================
+# Weighted logsumexp (SciPy's b=): scalar per row, as in the reference
+# ==========================================================================
+
+
+@numba.njit(**_OPTS)
+def _sign(v):
+    if v > 0.0:
+        return 1.0
+    if v < 0.0:
+        return -1.0
+    return v  # 0 or NaN
+
+
+@numba.njit(**_OPTS)
+def _weighted_row(x, b, temperature):
+    """(log|sum_j b_j exp(x_j / T)|, sign) of one row; see the reference.
+
+    Entries with b_j == 0 take no part. The entries at the maximum
+    contribute their weights w exactly, the others r; the result is
+    top + log|w| + log1p(r / w), or top + log|r| when w == 0.
+    """
+    k = x.shape[0]
+    scale_first = temperature >= 1.0
+
+    # The maximum of the used entries (of x / T when T >= 1, else of x).
+    m = -np.inf
+    for j in range(k):
+        if b[j] != 0.0:
+            v = np.float64(x[j])
+            if scale_first:
+                v = v / temperature
+            if v != v:
+                return np.nan, np.nan
+            m = v if v > m else m
+    if m == -np.inf:  # no used entry, or all of them -inf: a zero sum
+        return -np.inf, 0.0
+    top = m if scale_first else m / temperature
+
+    w = 0.0
+    r = 0.0
+    for j in range(k):
+        bj = np.float64(b[j])
+        if bj == 0.0:
+            continue
+        xj = np.float64(x[j])
+        s = xj / temperature - m if scale_first else (xj - m) / temperature
+        # With a +inf maximum, s is NaN at the +inf entries: they are the
+        # entries at the maximum all the same.
+        if s == 0.0 or (m == np.inf and xj == np.inf):
+            w += bj
+        else:
+            r += bj * exp_f64(s)
+
+    if w != 0.0:
+        t = r / w
+        # |1 + t| = 1 + (-t - 2) for 1 + t < 0, which log1p takes exactly.
+        log_abs = top + log_f64(abs(w)) + math.log1p(-t - 2.0 if t < -1.0 else t)
+        return log_abs, _sign(w) * _sign(1.0 + t)
+    return top + log_f64(abs(r)), _sign(r)
+
+
+@numba.njit(
+    [
+        types.void(_F64_2D_IN, _F64_2D_IN, types.float64, _F64_1D, _F64_1D),
+        types.void(_F32_2D_IN, _F32_2D_IN, types.float64, _F32_1D, _F32_1D),
+    ],
+    **_ROWS_OPTS,
+)
+def logsumexp_weighted_rows(x, b, temperature, out, sign):
+    """out[i] = log|sum_j b[i, j] exp(x[i, j] / T)|, sign[i] = its sign."""
+    n = x.shape[0]
+    for i in prange(n):
+        value, sgn = _weighted_row(x[i], b[i], temperature)
+        out[i] = value
+        sign[i] = sgn
