@@ -2,6 +2,7 @@
 probability distributions, on NumPy, Numba and Cython backends."""
 
 from fastdiv._dispatch import BackendUnavailableError, backends, options
+from fastdiv.divergence import cross_entropy, entropy, js_distance, js_div, kl_div
 from fastdiv.losses import distill_loss, nll, soft_cross_entropy
 from fastdiv.softmax import log_softmax, logsumexp, softmax
 
@@ -10,7 +11,12 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "backends",
+    "cross_entropy",
     "distill_loss",
+    "entropy",
+    "js_distance",
+    "js_div",
+    "kl_div",
     "log_softmax",
     "logsumexp",
     "nll",

@@ -26,8 +26,11 @@ from fastdiv.backends.numba_math import log_f64
 # No flag that assumes away NaN or inf, and no reassociation (it would
 # reorder the sums and fold the range reduction inside log_f64).
 _FASTMATH = {"nsz", "arcp", "contract", "afn"}
-_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
-_INLINE = dict(inline="always", fastmath=_FASTMATH)
+# error_model="numpy": a division by zero gives inf or NaN instead of a
+# check that raises, which would keep the term loops from vectorising.
+_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH,
+               error_model="numpy")
+_INLINE = dict(inline="always", fastmath=_FASTMATH, error_model="numpy")
 
 # Entries per chunk: the float64 buffer (4 KB) stays in L1 next to the
 # rows being read.
