@@ -40,7 +40,8 @@ from fastdiv._cli.writers import (
 BLOCK_BYTES = 32 * 2**20
 
 # A pairwise matrix larger than this is written through a memory map, so
-# that the kernel's output pages can be written back to disk as it goes.
+# that the kernel's output pages can be written back to disk as it goes
+# (the environment variable FASTDIV_CLI_MEMMAP_BYTES overrides it, for tests).
 MEMMAP_BYTES = 64 * 2**20
 
 METRICS = ("js", "js_distance", "kl", "cross_entropy")
@@ -400,7 +401,8 @@ def pairwise(p, q, out, metric, normalize, base, force, backend, threads):
 
     kwargs = dict(metric=metric, base=base, normalize=normalize, check=False)
     with fastdiv.options(backend=backend, threads=threads), atomic_output(out) as tmp:
-        if fmt_out == "npy" and nbytes > MEMMAP_BYTES:
+        memmap_above = int(os.environ.get("FASTDIV_CLI_MEMMAP_BYTES", MEMMAP_BYTES))
+        if fmt_out == "npy" and nbytes > memmap_above:
             res = np.lib.format.open_memmap(tmp, "w+", dtype, (n, m))
             try:
                 _call(fastdiv.pairwise, P, Q, out=res, **kwargs)
@@ -511,8 +513,15 @@ def _write_neighbours_csv(path, indices, values) -> None:
     help="Also draw them as a bar chart (PNG; needs matplotlib).",
 )
 @click.option("-f", "--force", is_flag=True, help="Replace existing files.")
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    hidden=True,
+    help="Multiply the number of rows of every shape (for tests).",
+)
 @_options
-def bench(quick, json_path, plot_path, force, backend, threads):
+def bench(quick, json_path, plot_path, force, scale, backend, threads):
     """Time every operation on standard shapes, for every usable backend and
     every installed peer (SciPy, PyTorch on the CPU, scikit-learn).
 
@@ -536,7 +545,10 @@ def bench(quick, json_path, plot_path, force, backend, threads):
             ) from None
     with fastdiv.options(threads=threads):
         results = bench_mod.run(
-            quick=quick, backend=backend, progress=lambda s: click.echo(s, err=True)
+            quick=quick,
+            scale=scale,
+            backend=backend,
+            progress=lambda s: click.echo(s, err=True),
         )
     click.echo(bench_mod.format_table(results))
     if json_path is not None:

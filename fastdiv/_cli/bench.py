@@ -90,7 +90,7 @@ def _probs(rng, shape, dtype):
     return (p / p.sum(axis=-1, keepdims=True)).astype(dtype)
 
 
-def cases(quick: bool) -> list[Case]:
+def cases(quick: bool, scale: float = 1.0) -> list[Case]:
     """The benchmark cases for the operations this fastdiv has."""
     rng = np.random.default_rng(0)
     peers = _peers_available()
@@ -98,12 +98,14 @@ def cases(quick: bool) -> list[Case]:
     dtypes = ("float64",) if quick else ("float32", "float64")
     T = 2.0
     out = []
-    for shape in QUICK_ROWS if quick else FULL_ROWS:
+    for rows, classes in QUICK_ROWS if quick else FULL_ROWS:
+        shape = (max(2, round(rows * scale)), classes)
         for dt in dtypes:
             x = _logits(rng, shape, dt)
             p, q = _probs(rng, shape, dt), _probs(rng, shape, dt)
             out += _row_cases(x, p, q, T, shape, dt, peers, torch)
     for n, m, k in QUICK_PAIRS if quick else FULL_PAIRS:
+        n, m = max(11, round(n * scale)), max(11, round(m * scale))
         for dt in dtypes:
             P, Q = _probs(rng, (n, k), dt), _probs(rng, (m, k), dt)
             out += _pair_cases(P, Q, (n, m, k), dt, peers, torch)
@@ -331,6 +333,7 @@ def _sleep_until(deadline: float) -> None:
 
 def run(
     quick: bool = False,
+    scale: float = 1.0,
     backend: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
@@ -353,7 +356,7 @@ def run(
         else [name for name, status in _dispatch.backends().items() if status.usable]
     )
     rows = []
-    for case in cases(quick):
+    for case in cases(quick, scale):
         label = f"{case.op} {'x'.join(map(str, case.shape))} {case.dtype}"
         if progress:
             progress(f"bench: {label}")

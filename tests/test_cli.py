@@ -1,0 +1,601 @@
+"""The ``fastdiv`` command, run as a subprocess on files written here.
+
+Every test starts ``python -m fastdiv`` the way a user would, so what is
+checked is the whole path: argument parsing, reading, the kernels, writing,
+exit codes and messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastdiv
+
+# The compiled backends may be slow to compile on a first run; the command
+# tests check files and messages, and use the reference backend unless a
+# test says otherwise.
+ENV = {**os.environ, "FASTDIV_BACKEND": "numpy", "FASTDIV_NUM_THREADS": "1"}
+
+needs_pairwise = pytest.mark.skipif(
+    not hasattr(fastdiv, "pairwise"), reason="fastdiv.pairwise not available"
+)
+
+
+def run(*args, cwd=None, env=None, check=True, timeout=120):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastdiv", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env or ENV,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def assert_bad_input(proc, *fragments):
+    """Exit 2, one line on stderr holding every fragment, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def leftovers(folder):
+    """Temporary files a run left behind (ours start with a dot)."""
+    return [f for f in os.listdir(folder) if f.startswith(".")]
+
+
+@pytest.fixture
+def logits():
+    return np.random.default_rng(0).standard_normal((53, 7)) * 4
+
+
+@pytest.fixture
+def probs():
+    rng = np.random.default_rng(1)
+    p = rng.random((9, 6)) ** 3
+    p[0, 2] = 0.0  # an exact zero
+    return p / p.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------
+# help and info
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sub", ["", "softmax", "pairwise", "nearest", "bench", "info", "demo"]
+)
+def test_every_subcommand_has_help(sub):
+    proc = run(*([sub] if sub else []), "--help")
+    assert "Usage: fastdiv" in proc.stdout
+
+
+def test_info_reports_backends_threads_and_cpu():
+    proc = run("info")
+    for word in ("backends:", "numpy", "threads:", "OpenMP", "vector ISA"):
+        assert word in proc.stdout
+    data = json.loads(run("info", "--json").stdout)
+    assert data["backends"]["numpy"]["usable"] is True
+    assert data["threads"] == 1  # FASTDIV_NUM_THREADS in ENV
+    assert data["fastdiv"] == fastdiv.__version__
+
+
+def test_no_subcommand_and_unknown_option_are_usage_errors():
+    assert run("softmax", check=False).returncode == 2
+    assert run("softmax", "a.npy", "--nope", check=False).returncode == 2
+
+
+# --------------------------------------------------------------------------
+# softmax: formats, blocks, options
+# --------------------------------------------------------------------------
+
+
+def test_softmax_npy_in_many_blocks_matches_the_function(tmp_path, logits):
+    x = logits.astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run(
+        "softmax",
+        tmp_path / "x.npy",
+        "-o",
+        tmp_path / "y.npy",
+        "--block-rows",
+        5,
+        "-T",
+        2.5,
+    )
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.float32
+    # Row-wise results do not depend on the block size: bit-identical.
+    np.testing.assert_array_equal(y, fastdiv.softmax(x, 2.5, backend="numpy"))
+    assert leftovers(tmp_path) == []
+
+
+def test_log_softmax_of_3d_npy_streams_on_last_axis(tmp_path):
+    x = np.random.default_rng(2).standard_normal((4, 6, 5))
+    np.save(tmp_path / "x.npy", x)
+    run(
+        "softmax",
+        tmp_path / "x.npy",
+        "-o",
+        tmp_path / "y.npy",
+        "--log",
+        "--block-rows",
+        7,
+    )
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "y.npy"), fastdiv.log_softmax(x, backend="numpy")
+    )
+
+
+def test_softmax_on_another_axis_and_fortran_order(tmp_path, logits):
+    np.save(tmp_path / "x.npy", np.asfortranarray(logits))
+    run("softmax", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "--axis", 0)
+    y = np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(y.sum(axis=0), 1.0)
+    np.testing.assert_array_equal(y, fastdiv.softmax(logits, axis=0, backend="numpy"))
+
+
+def test_softmax_csv_with_header_to_csv(tmp_path, logits):
+    names = ",".join(f"c{j}" for j in range(logits.shape[1]))
+    np.savetxt(tmp_path / "x.csv", logits, delimiter=",", header=names, comments="")
+    run("softmax", tmp_path / "x.csv", "-o", tmp_path / "y.csv", "-T", 0.5)
+    y = np.loadtxt(tmp_path / "y.csv", delimiter=",")
+    np.testing.assert_array_equal(y, fastdiv.softmax(logits, 0.5, backend="numpy"))
+
+
+def test_softmax_npz_in_by_key_and_npz_out(tmp_path, logits):
+    np.savez(tmp_path / "x.npz", logits=logits, other=np.zeros(3))
+    proc = run("softmax", tmp_path / "x.npz", "-o", tmp_path / "y.npz", check=False)
+    assert_bad_input(proc, "x.npz", "logits", "other")
+    run("softmax", f"{tmp_path / 'x.npz'}:logits", "-o", tmp_path / "y.npz")
+    with np.load(tmp_path / "y.npz") as out:
+        np.testing.assert_array_equal(
+            out["softmax"], fastdiv.softmax(logits, backend="numpy")
+        )
+
+
+def test_softmax_parquet_in_and_out(tmp_path, logits):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pa.table({f"z{j}": logits[:, j] for j in range(logits.shape[1])})
+    pq.write_table(table, tmp_path / "x.parquet")
+    run("softmax", tmp_path / "x.parquet", "-o", tmp_path / "y.parquet")
+    back = pq.read_table(tmp_path / "y.parquet")
+    y = np.column_stack([c.to_numpy() for c in back.columns])
+    np.testing.assert_array_equal(y, fastdiv.softmax(logits, backend="numpy"))
+
+
+def test_softmax_npy_to_csv_keeps_float32_digits(tmp_path, logits):
+    x = logits.astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run("softmax", tmp_path / "x.npy", "-o", tmp_path / "y.csv", "--block-rows", 10)
+    y = np.loadtxt(tmp_path / "y.csv", delimiter=",", dtype=np.float32)
+    np.testing.assert_array_equal(y, fastdiv.softmax(x, backend="numpy"))
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_softmax_compiled_backend_agrees(tmp_path, logits, backend):
+    if not fastdiv._dispatch.backends()[backend].usable:
+        pytest.skip(f"{backend} not usable")
+    np.save(tmp_path / "x.npy", logits)
+    run(
+        "softmax",
+        tmp_path / "x.npy",
+        "-o",
+        tmp_path / "y.npy",
+        "--backend",
+        backend,
+        "--threads",
+        2,
+        "--block-rows",
+        16,
+        timeout=600,
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "y.npy"),
+        fastdiv.softmax(logits, backend="numpy"),
+        rtol=1e-13,
+        atol=1e-300,
+    )
+
+
+def test_quiet_and_non_terminal_runs_print_nothing_on_stderr(tmp_path):
+    x = np.zeros((20_000, 3), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for extra in ([], ["--quiet"]):
+        proc = run(
+            "softmax",
+            tmp_path / "x.npy",
+            "-o",
+            tmp_path / "y.npy",
+            "--block-rows",
+            10,
+            "--force",
+            *extra,
+        )
+        assert proc.stderr == ""
+        assert proc.stdout == ""
+
+
+def test_bad_temperature_and_axis(tmp_path, logits):
+    np.save(tmp_path / "x.npy", logits)
+    proc = run(
+        "softmax", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "-T", 0, check=False
+    )
+    assert_bad_input(proc, "temperature")
+    proc = run(
+        "softmax",
+        tmp_path / "x.npy",
+        "-o",
+        tmp_path / "y.npy",
+        "--axis",
+        2,
+        check=False,
+    )
+    assert_bad_input(proc, "x.npy", "--axis 2")
+    assert not (tmp_path / "y.npy").exists()
+
+
+# --------------------------------------------------------------------------
+# safe writing
+# --------------------------------------------------------------------------
+
+
+def test_existing_output_needs_force(tmp_path, logits):
+    np.save(tmp_path / "x.npy", logits)
+    (tmp_path / "y.npy").write_bytes(b"precious")
+    proc = run("softmax", tmp_path / "x.npy", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "y.npy", "--force")
+    assert (tmp_path / "y.npy").read_bytes() == b"precious"
+    run("softmax", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "--force")
+    assert np.load(tmp_path / "y.npy").shape == logits.shape
+    assert leftovers(tmp_path) == []
+
+
+def test_output_is_never_the_input(tmp_path, logits):
+    np.save(tmp_path / "x.npy", logits)
+    before = (tmp_path / "x.npy").read_bytes()
+    proc = run(
+        "softmax", tmp_path / "x.npy", "-o", tmp_path / "x.npy", "--force", check=False
+    )
+    assert_bad_input(proc, "x.npy", "input")
+    os.link(tmp_path / "x.npy", tmp_path / "alias.npy")
+    proc = run(
+        "softmax",
+        tmp_path / "x.npy",
+        "-o",
+        tmp_path / "alias.npy",
+        "--force",
+        check=False,
+    )
+    assert_bad_input(proc, "alias.npy", "input")
+    assert (tmp_path / "x.npy").read_bytes() == before
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_run_leaves_no_output_and_no_temporary(tmp_path, sig, code):
+    # One row per block makes the run slow enough to stop it midway; the
+    # old OUT (with --force) must survive untouched.
+    np.save(tmp_path / "x.npy", np.zeros((400_000, 4), np.float32))
+    (tmp_path / "y.npy").write_bytes(b"old result")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastdiv",
+            "softmax",
+            str(tmp_path / "x.npy"),
+            "-o",
+            str(tmp_path / "y.npy"),
+            "--block-rows",
+            "1",
+            "--force",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 60
+    while not leftovers(tmp_path) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        time.sleep(0.01)
+    assert leftovers(tmp_path), "no temporary file appeared"
+    time.sleep(0.2)  # well inside the writing loop
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "no output was written" in err and "Traceback" not in err
+    assert leftovers(tmp_path) == []
+    assert (tmp_path / "y.npy").read_bytes() == b"old result"
+
+
+def test_failure_midway_leaves_no_output(tmp_path):
+    # A file truncated after its header was checked fails while streaming.
+    x = np.zeros((1000, 4))
+    np.save(tmp_path / "x.npy", x)
+    proc = run(
+        "softmax", tmp_path / "x.npy", "-o", tmp_path / "missing/y.npy", check=False
+    )
+    assert_bad_input(proc, "y.npy", "no folder")
+    assert leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------
+# bad input: one line, exit code 2
+# --------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    proc = run("softmax", tmp_path / "nope.npy", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "nope.npy", "no such file")
+
+
+def test_unknown_input_and_output_formats(tmp_path, logits):
+    (tmp_path / "x.txt").write_text("1,2\n")
+    proc = run("softmax", tmp_path / "x.txt", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "x.txt", "unknown format")
+    np.save(tmp_path / "x.npy", logits)
+    proc = run("softmax", tmp_path / "x.npy", "-o", tmp_path / "y.h5", check=False)
+    assert_bad_input(proc, "y.h5", "unknown format")
+
+
+def test_pickled_npy_is_never_loaded(tmp_path):
+    marker = tmp_path / "pwned"
+    # An object array whose unpickling would create a file.
+    evil = np.empty(1, dtype=object)
+    evil[0] = _Evil(str(marker))
+    np.save(tmp_path / "x.npy", evil, allow_pickle=True)
+    proc = run("softmax", tmp_path / "x.npy", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "x.npy", "pickle")
+    # A bare pickle with a .npy name.
+    (tmp_path / "p.npy").write_bytes(pickle.dumps(_Evil(str(marker))))
+    proc = run("softmax", tmp_path / "p.npy", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "p.npy", "not a .npy file")
+    assert not marker.exists()
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_ragged_and_non_numeric_csv(tmp_path):
+    (tmp_path / "r.csv").write_text("1,2,3\n4,5,6\n7,8\n")
+    proc = run("softmax", tmp_path / "r.csv", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "r.csv", "line 3", "ragged")
+    (tmp_path / "w.csv").write_text("1,2\n3,abc\n")
+    proc = run("softmax", tmp_path / "w.csv", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "w.csv", "line 2", "abc")
+
+
+@needs_pairwise
+@pytest.mark.parametrize("value, word", [(np.nan, "NaN"), (-0.25, "negative")])
+def test_bad_probabilities_name_the_row(tmp_path, probs, value, word):
+    p = probs.copy()
+    p[4, 1] = value
+    np.savetxt(tmp_path / "p.csv", p, delimiter=",")
+    for sub in ("pairwise", "nearest"):
+        out = tmp_path / ("d.npy" if sub == "pairwise" else "n.csv")
+        proc = run(sub, tmp_path / "p.csv", "-o", out, "--normalize", check=False)
+        assert_bad_input(proc, "p.csv", "row 4", word)
+        assert not out.exists()
+
+
+@needs_pairwise
+def test_sparse_negative_and_unnormalized_rows(tmp_path):
+    import scipy.sparse
+
+    counts = scipy.sparse.csr_array(np.array([[1.0, 0, 2], [0, 3, 0], [0, 0, -1]]))
+    scipy.sparse.save_npz(tmp_path / "c.npz", counts)
+    proc = run(
+        "pairwise",
+        tmp_path / "c.npz",
+        "-o",
+        tmp_path / "d.npy",
+        "--normalize",
+        check=False,
+    )
+    assert_bad_input(proc, "c.npz", "row 2", "negative")
+    np.savetxt(tmp_path / "u.csv", np.array([[0.5, 0.5], [0.5, 0.6]]), delimiter=",")
+    proc = run("pairwise", tmp_path / "u.csv", "-o", tmp_path / "d.npy", check=False)
+    assert_bad_input(proc, "u.csv", "row 1", "--normalize")
+
+
+@needs_pairwise
+def test_p_and_q_of_different_widths(tmp_path, probs):
+    np.save(tmp_path / "p.npy", probs)
+    np.save(tmp_path / "q.npy", probs[:, :4] / probs[:, :4].sum(1, keepdims=True))
+    for sub, out in (("pairwise", "d.npy"), ("nearest", "n.csv")):
+        proc = run(
+            sub,
+            tmp_path / "p.npy",
+            tmp_path / "q.npy",
+            "-o",
+            tmp_path / out,
+            check=False,
+        )
+        assert_bad_input(proc, "q.npy", "4 columns", "6")
+
+
+# --------------------------------------------------------------------------
+# pairwise and nearest
+# --------------------------------------------------------------------------
+
+
+@needs_pairwise
+@pytest.mark.parametrize("metric", ["js", "kl", "js_distance", "cross_entropy"])
+def test_pairwise_npy_against_the_function(tmp_path, probs, metric):
+    q = probs[::-1] + 0.01
+    q /= q.sum(axis=1, keepdims=True)
+    np.save(tmp_path / "p.npy", probs)
+    np.save(tmp_path / "q.npy", q)
+    run(
+        "pairwise",
+        tmp_path / "p.npy",
+        tmp_path / "q.npy",
+        "-m",
+        metric,
+        "-o",
+        tmp_path / "d.npy",
+    )
+    expected = fastdiv.pairwise(probs, q, metric=metric, backend="numpy")
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), expected)
+
+
+@needs_pairwise
+def test_pairwise_sparse_counts_to_csv(tmp_path):
+    import scipy.sparse
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(3)
+    dense = rng.poisson(0.7, size=(12, 30)).astype(np.float64)
+    dense[:, 0] += 1  # no empty row
+    scipy.sparse.save_npz(tmp_path / "c.npz", scipy.sparse.csr_array(dense))
+    run("pairwise", tmp_path / "c.npz", "--normalize", "-o", tmp_path / "d.csv")
+    got = np.loadtxt(tmp_path / "d.csv", delimiter=",")
+    p = dense / dense.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, cdist(p, p, "jensenshannon") ** 2, atol=1e-13)
+    assert np.all(np.diag(got) == 0)
+
+
+@needs_pairwise
+def test_pairwise_large_output_goes_through_a_memory_map(tmp_path, probs):
+    np.save(tmp_path / "p.npy", probs)
+    env = {**ENV, "FASTDIV_CLI_MEMMAP_BYTES": "0"}
+    run("pairwise", tmp_path / "p.npy", "-o", tmp_path / "d.npy", env=env)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "d.npy"), fastdiv.pairwise(probs, backend="numpy")
+    )
+    assert leftovers(tmp_path) == []
+
+
+@needs_pairwise
+def test_pairwise_refuses_a_matrix_too_large_before_any_work(tmp_path):
+    # 1,000,000 rows: an 8 TB matrix; the input file is only 16 MB.
+    p = np.full((1_000_000, 2), 0.5)
+    np.save(tmp_path / "p.npy", p)
+    t0 = time.monotonic()
+    proc = run("pairwise", tmp_path / "p.npy", "-o", tmp_path / "d.npy", check=False)
+    assert_bad_input(proc, "d.npy", "1000000 x 1000000", "fastdiv nearest")
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "d.npy").exists() and leftovers(tmp_path) == []
+
+
+@needs_pairwise
+def test_nearest_csv_against_the_function(tmp_path, probs):
+    np.savetxt(tmp_path / "p.csv", probs, delimiter=",")
+    run("nearest", tmp_path / "p.csv", "-k", 3, "-o", tmp_path / "n.csv")
+    lines = (tmp_path / "n.csv").read_text().splitlines()
+    assert lines[0] == "row,rank,neighbour,value"
+    table = np.loadtxt(tmp_path / "n.csv", delimiter=",", skiprows=1)
+    idx, val = fastdiv.nearest(probs, k=3, backend="numpy")
+    n = len(probs)
+    np.testing.assert_array_equal(table[:, 0], np.repeat(np.arange(n), 3))
+    np.testing.assert_array_equal(table[:, 1], np.tile([1, 2, 3], n))
+    np.testing.assert_array_equal(table[:, 2], idx.ravel())
+    np.testing.assert_array_equal(table[:, 3], val.ravel())
+
+
+@needs_pairwise
+def test_nearest_sparse_query_against_dense_npz_output(tmp_path, probs):
+    import scipy.sparse
+
+    scipy.sparse.save_npz(tmp_path / "q.npz", scipy.sparse.csr_array(probs * 7))
+    np.save(tmp_path / "p.npy", probs[:4] * 3)
+    run(
+        "nearest",
+        tmp_path / "p.npy",
+        tmp_path / "q.npz",
+        "--normalize",
+        "-k",
+        2,
+        "-o",
+        tmp_path / "n.npz",
+    )
+    with np.load(tmp_path / "n.npz") as out:
+        idx, val = fastdiv.nearest(probs[:4], probs, k=2, backend="numpy")
+        np.testing.assert_array_equal(out["indices"], idx)
+        np.testing.assert_allclose(out["values"], val, atol=1e-15)
+
+
+# --------------------------------------------------------------------------
+# bench and demo
+# --------------------------------------------------------------------------
+
+
+def test_bench_quick_prints_table_and_saves_json_and_plot(tmp_path):
+    proc = run(
+        "bench",
+        "--quick",
+        "--scale",
+        0.01,
+        "--json",
+        tmp_path / "b.json",
+        "--plot",
+        tmp_path / "b.png",
+        env={**ENV, "FASTDIV_BACKEND": "auto"},
+        timeout=600,
+    )
+    assert "x floor" in proc.stdout and "softmax" in proc.stdout
+    data = json.loads((tmp_path / "b.json").read_text())
+    impls = {r["impl"] for r in data["results"]}
+    assert "floor" in impls and "fastdiv[numpy]" in impls
+    assert "scipy" in impls
+    assert all(r["median_s"] > 0 for r in data["results"])
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert leftovers(tmp_path) == []
+
+
+@needs_pairwise
+def test_demo_neighbours_agree_with_scipy_cdist(tmp_path):
+    import scipy.sparse
+    from scipy.spatial.distance import cdist
+
+    proc = run(
+        "demo",
+        "--vocabulary",
+        2000,
+        "--json",
+        tmp_path / "d.json",
+        "--save-counts",
+        tmp_path / "c.npz",
+        env={**ENV, "FASTDIV_BACKEND": "auto"},
+        timeout=600,
+    )
+    assert "nearest modules" in proc.stdout and "cdist" in proc.stdout
+    data = json.loads((tmp_path / "d.json").read_text())
+    counts = scipy.sparse.load_npz(tmp_path / "c.npz").toarray()
+    assert counts.shape == tuple(data["shape"]) and counts.shape[1] == 2000
+    assert len(data["names"]) > 100  # the whole library, not a sample
+    assert data["max_abs_diff"] < 1e-12
+    p = counts / counts.sum(axis=1, keepdims=True)
+    ref = cdist(p, p, "jensenshannon") ** 2
+    names = data["names"]
+    assert {"json", "os", "re"} <= set(data["neighbours"])
+    for query, near in data["neighbours"].items():
+        i = names.index(query)
+        order = [j for j in np.argsort(ref[i], kind="stable") if j != i][:5]
+        got_values = [v for _, v in near]
+        np.testing.assert_allclose(got_values, ref[i, order], atol=1e-12)
+        # Names must match wherever the distance is not tied.
+        for (name, _), j in zip(near, order, strict=True):
+            tied = np.sum(np.abs(ref[i] - ref[i, j]) < 1e-12) > 1
+            assert tied or name == names[j]
