@@ -55,15 +55,19 @@ def extensions() -> list[Extension]:
     openmp = has_openmp()
     print(f"fastdiv: building the Cython kernels {'with' if openmp else 'without'} "
           "OpenMP", file=sys.stderr)
-    # -fno-math-errno lets GCC call the vector exp/log of glibc's libmvec; no
-    # flag may assume the absence of NaN or inf (no -ffast-math).
-    compile_args = ["-O3", "-fno-math-errno"]
+    # -fno-math-errno lets GCC call the vector exp/log of glibc's libmvec
+    # (declared SIMD-callable in fastdiv_math.h); no flag may assume the
+    # absence of NaN or inf (no -ffast-math). -ffp-contract=off keeps a * b - c
+    # from becoming one fused multiply-add on FMA machines: the softmax
+    # kernels rely on x * a - max * a being exactly 0 at the maximum.
+    compile_args = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
     link_args = []
     if openmp:
         compile_args.append("-fopenmp")
         link_args.append("-fopenmp")
     extra = os.environ.get("FASTDIV_CFLAGS", "").split()
     here = os.path.dirname(os.path.abspath(__file__))
+    header = os.path.join("fastdiv", "backends", "_cython", "fastdiv_math.h")
     sources = sorted(glob(os.path.join("fastdiv", "backends", "_cython", "*.pyx")))
     # FASTDIV_BUILD_ONLY=_softmax,_omp builds only those modules (development).
     only = os.environ.get("FASTDIV_BUILD_ONLY")
@@ -77,6 +81,7 @@ def extensions() -> list[Extension]:
             include_dirs=[np.get_include(), os.path.join(here, "fastdiv",
                                                          "backends", "_cython")],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+            depends=[header],
             extra_compile_args=compile_args + extra,
             extra_link_args=link_args + (["-lm"] if shutil.which("gcc") else []),
         )
