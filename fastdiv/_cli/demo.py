@@ -38,7 +38,7 @@ WELL_KNOWN = (
     "asyncio",
     "csv",
     "http",
-    "decimal",
+    "logging",
     "unittest",
     "email",
     "typing",

@@ -129,13 +129,14 @@ def _check_numeric(path, dtype: np.dtype) -> None:
 
 
 def npy_rows(path, header: NpyHeader, start: int, stop: int) -> np.memmap:
-    """Rows ``start:stop`` (along the last axis) of a C-order .npy file as a fresh read-only memmap.
+    """Rows ``start:stop`` of a C-order .npy file as a fresh read-only memmap.
+
+    A row runs along the last axis; all leading axes are flattened.
 
     Mapping only the block and dropping the map afterwards keeps the pages
     of rows already done out of the resident set, so a file larger than
     memory streams through.
     """
-    # Rows run along the last axis; all leading axes are flattened.
     k = header.shape[-1] if header.shape else 1
     rows = stop - start
     offset = header.offset + start * k * header.dtype.itemsize
