@@ -100,6 +100,21 @@ cdef inline bint _has_nan(const floating *x, Py_ssize_t k) noexcept nogil:
     return False
 
 
+cdef int _check_shape(str name, Py_ssize_t rows, Py_ssize_t cols,
+                      Py_ssize_t want_rows, Py_ssize_t want_cols) except -1:
+    """Refuse an array whose shape does not match the rows of x.
+
+    The public functions never pass one; the check keeps a wrong call from
+    reading or writing past the end of an array.
+    """
+    if rows != want_rows or cols != want_cols:
+        raise ValueError(
+            f"{name} has shape ({rows}, {cols}) but the rows of x need "
+            f"({want_rows}, {want_cols})"
+        )
+    return 0
+
+
 # --------------------------------------------------------------------------
 # softmax and log_softmax
 # --------------------------------------------------------------------------
@@ -163,6 +178,7 @@ def softmax_rows(const floating[:, ::1] x, double temperature,
     """out[i] = softmax(x[i] / temperature), row by row (k >= 1)."""
     cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
     cdef Plan plan = _make_plan(temperature, floating is float)
+    _check_shape("out", out.shape[0], out.shape[1], n, k)
     if k == 0:
         return
     for i in prange(n, schedule="static", nogil=True):
@@ -174,6 +190,7 @@ def log_softmax_rows(const floating[:, ::1] x, double temperature,
     """out[i] = log_softmax(x[i] / temperature), row by row (k >= 1)."""
     cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
     cdef Plan plan = _make_plan(temperature, floating is float)
+    _check_shape("out", out.shape[0], out.shape[1], n, k)
     if k == 0:
         return
     for i in prange(n, schedule="static", nogil=True):
@@ -208,6 +225,7 @@ def logsumexp_rows(const floating[:, ::1] x, double temperature,
     """out[i] = log(sum_j exp(x[i, j] / temperature)); -inf for k == 0."""
     cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
     cdef Plan plan = _make_plan(temperature, floating is float)
+    _check_shape("out", out.shape[0], 1, n, 1)
     for i in prange(n, schedule="static", nogil=True):
         out[i] = <floating>_logsumexp_row(&x[i, 0], k, &plan)
 
@@ -313,5 +331,8 @@ def logsumexp_weighted_rows(const floating[:, ::1] x, const floating[:, ::1] b,
     """
     cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
     cdef Plan plan = _make_plan(temperature, floating is float)
+    _check_shape("b", b.shape[0], b.shape[1], n, k)
+    _check_shape("out", out.shape[0], 1, n, 1)
+    _check_shape("sign", sign.shape[0], 1, n, 1)
     for i in prange(n, schedule="static", nogil=True):
         _weighted_row(&x[i, 0], &b[i, 0], k, &plan, &out[i], &sign[i])
