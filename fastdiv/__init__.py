@@ -4,6 +4,7 @@ probability distributions, on NumPy, Numba and Cython backends."""
 from fastdiv._dispatch import BackendUnavailableError, backends, options
 from fastdiv.divergence import cross_entropy, entropy, js_distance, js_div, kl_div
 from fastdiv.losses import distill_loss, nll, soft_cross_entropy
+from fastdiv.pairwise import nearest, pairwise
 from fastdiv.softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
@@ -19,8 +20,10 @@ __all__ = [
     "kl_div",
     "log_softmax",
     "logsumexp",
+    "nearest",
     "nll",
     "options",
+    "pairwise",
     "soft_cross_entropy",
     "softmax",
 ]
