@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import math
 
-from numba import float32, float64, int64, njit, prange, void
-
+from numba import float32, float64, int64, njit, prange, types, void
 
 # No flag that assumes away NaN or inf, and no reassociation (it would
-# change the order of the sums and the exp range reduction).
-_FASTMATH = {"nsz", "arcp", "contract", "afn"}
+# change the order of the sums and the exp range reduction). No "arcp"
+# either: x / T as x * (1 / T) is 0 * inf = NaN for a subnormal T.
+_FASTMATH = {"nsz", "contract", "afn"}
 _KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 _INLINE = dict(inline="always", fastmath=_FASTMATH)
 
@@ -99,11 +99,20 @@ def _sigs(make):
     return [make(f) for f in (float32, float64)]
 
 
+def _in2(f):
+    # Inputs are typed read-only so that read-only arrays are accepted (a
+    # writeable array converts to this type safely).
+    return types.Array(f, 2, "C", readonly=True)
+
+
+_LABELS = types.Array(int64, 1, "C", readonly=True)
+
+
 @njit(
     _sigs(
         lambda f: void(
-            f[:, ::1],
-            int64[::1],
+            _in2(f),
+            _LABELS,
             float64,
             float64,
             int64,
@@ -164,9 +173,7 @@ def nll_rows(x, labels, temperature, smoothing, ignore_index, grad_scale, loss, 
 
 
 @njit(
-    _sigs(
-        lambda f: void(f[:, ::1], f[:, ::1], float64, float64, float64[::1], f[:, ::1])
-    ),
+    _sigs(lambda f: void(_in2(f), _in2(f), float64, float64, float64[::1], f[:, ::1])),
     **_KERNEL,
 )
 def soft_ce_rows(x, target, temperature, grad_scale, loss, grad):
@@ -207,9 +214,9 @@ def soft_ce_rows(x, target, temperature, grad_scale, loss, grad):
 @njit(
     _sigs(
         lambda f: void(
-            f[:, ::1],
-            f[:, ::1],
-            int64[::1],
+            _in2(f),
+            _in2(f),
+            _LABELS,
             float64,
             float64,
             float64,

@@ -297,7 +297,7 @@ def nll_rows(
     y = labels[rows]
     result = np.zeros(n, np.float64)
     part = np.zeros(rows.size, np.float64)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         if smoothing != 1.0:
             part += (1.0 - smoothing) * -logp[np.arange(rows.size), y]
         if smoothing != 0.0:
@@ -326,7 +326,7 @@ def soft_ce_rows(
     """
     logp = _log_probs(x, temperature)
     t = target.astype(np.float64)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         loss[...] = np.where(t != 0.0, t * -logp, 0.0).sum(axis=1)
     if grad.shape[0]:
         with np.errstate(invalid="ignore", over="ignore"):
