@@ -71,7 +71,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["exp_f64", "exp_f32", "log_f64", "log_f32"]
+__all__ = ["exp_f64", "exp_f32", "log_f64", "log_f32", "maxnum"]
 
 _F64 = ir.DoubleType()
 _F32 = ir.FloatType()
@@ -102,6 +102,25 @@ def _fma_intrinsic(nbtype, lltype):
         return nbtype(nbtype, nbtype, nbtype), codegen
 
     return fma
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """max(a, b) of two floats of one type, ignoring NaN (llvm.maxnum).
+
+    NaN only if both are NaN. LLVM vectorises a reduction of it without
+    any fast-math flag, which it does not do for ``a if a > b else b``.
+    """
+    if not (a == b and isinstance(a, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lltype = context.get_value_type(signature.args[0])
+        fnty = ir.FunctionType(lltype, [lltype, lltype])
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [lltype], fnty)
+        return builder.call(fn, args)
+
+    return a(a, a), codegen
 
 
 _fma64 = _fma_intrinsic(types.float64, _F64)
