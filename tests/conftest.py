@@ -243,6 +243,40 @@ register_operation(
 )
 
 
+def _distribution(rng, dtype, n, k):
+    # Exact zeros in every fifth column, as in real sparse distributions;
+    # column 0 stays positive so that a row with k = 1 is still valid.
+    x = rng.random((n, k)) + 0.01
+    x[:, 1::5] = 0.0
+    return (x / x.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+def _one_distribution_args(rng, dtype, n, k):
+    return (_distribution(rng, dtype, n, k),), {"base": 2}
+
+
+def _two_distributions_args(rng, dtype, n, k):
+    return (_distribution(rng, dtype, n, k), _distribution(rng, dtype, n, k)), {}
+
+
+for _name, _kernel in (
+    ("entropy", "entropy_rows"),
+    ("cross_entropy", "cross_entropy_rows"),
+    ("kl_div", "kl_rows"),
+    ("js_div", "js_rows"),
+    ("js_distance", "js_rows"),
+):
+    register_operation(
+        Operation(
+            _name,
+            getattr(fastdiv, _name),
+            "divergence",
+            (_kernel, "probability_check_rows"),
+            _one_distribution_args if _name == "entropy" else _two_distributions_args,
+        )
+    )
+
+
 # --------------------------------------------------------------------------
 # Backends.
 # --------------------------------------------------------------------------

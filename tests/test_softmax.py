@@ -468,7 +468,7 @@ def test_nan_never_raises(backend):
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("temperature", [0.25, 1.0, 7.0])
-@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("axis", [-1, 0, None])
 def test_agrees_with_scipy(backend, dtype, temperature, axis):
     rng = np.random.default_rng(12)
     x = (rng.standard_normal((30, 17)) * 4.0).astype(dtype)
