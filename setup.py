@@ -53,8 +53,11 @@ def has_openmp() -> bool:
 
 def extensions() -> list[Extension]:
     openmp = has_openmp()
-    print(f"fastdiv: building the Cython kernels {'with' if openmp else 'without'} "
-          "OpenMP", file=sys.stderr)
+    print(
+        f"fastdiv: building the Cython kernels {'with' if openmp else 'without'} "
+        "OpenMP",
+        file=sys.stderr,
+    )
     # -fno-math-errno lets GCC call the vector exp/log of glibc's libmvec
     # (declared SIMD-callable in fastdiv_math.h); no flag may assume the
     # absence of NaN or inf (no -ffast-math). -ffp-contract=off keeps a * b - c
@@ -78,8 +81,10 @@ def extensions() -> list[Extension]:
         Extension(
             "fastdiv.backends._cython." + os.path.basename(src)[:-4],
             [src],
-            include_dirs=[np.get_include(), os.path.join(here, "fastdiv",
-                                                         "backends", "_cython")],
+            include_dirs=[
+                np.get_include(),
+                os.path.join(here, "fastdiv", "backends", "_cython"),
+            ],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
             depends=[header],
             extra_compile_args=compile_args + extra,
