@@ -350,3 +350,19 @@ def test_operation_thread_count_bit_identical(op_name, compiled_backend):
     with fd.options(threads=2):
         two = op(*args, backend=compiled_backend, **kwargs)
     assert_bit_identical(two, one, op_name)
+
+
+# --------------------------------------------------------------------------
+# The test machinery itself: CI may not pass by skipping a backend.
+# --------------------------------------------------------------------------
+def test_require_all_turns_a_skip_into_a_failure(monkeypatch):
+    import tests.conftest as machinery
+
+    monkeypatch.setattr(machinery, "REQUIRE_ALL", True)
+    with pytest.raises(pytest.fail.Exception, match="FASTDIV_REQUIRE_ALL=1"):
+        machinery.require_backend("numba", "no_such_topic")
+    monkeypatch.setattr(machinery, "REQUIRE_ALL", False)
+    with pytest.raises(pytest.skip.Exception, match="no_such_topic"):
+        machinery.require_backend("numba", "no_such_topic")
+    with pytest.raises(pytest.skip.Exception, match="no kernel not_a_kernel"):
+        machinery.require_backend("numpy", "softmax", ("not_a_kernel",))
