@@ -19,6 +19,9 @@ Options (also readable from the environment, so CI needs no flags):
     A row whose single call would take longer than S seconds (estimated
     from a probe on a few rows) is timed on a subset of rows and scaled;
     default 8 s. ``inf`` times everything at full size.
+``--bench-compile``
+    Also time cold Numba compiles in a quick run (they always run at full
+    scale).
 ``--bench-strict`` / ``FASTDIV_BENCH_STRICT=1``
     A backend that is usable but lacks the kernel of a row fails the row
     instead of skipping it (CI builds every backend, so nothing should skip).
@@ -51,6 +54,7 @@ class Settings:
     scale = 1.0
     max_call = 8.0
     strict = False
+    compile = False
 
 
 SETTINGS = Settings()

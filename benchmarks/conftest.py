@@ -36,6 +36,12 @@ def pytest_addoption(parser):
         "rows and scaled (default 8; inf: never)",
     )
     group.addoption(
+        "--bench-compile",
+        action="store_true",
+        default=False,
+        help="time cold Numba compiles in a quick run too",
+    )
+    group.addoption(
         "--bench-strict",
         action="store_true",
         default=False,
@@ -60,6 +66,7 @@ def pytest_configure(config):
         max_call = float(os.environ.get("FASTDIV_BENCH_MAX_CALL", "8"))
     SETTINGS.scale = scale
     SETTINGS.max_call = max_call
+    SETTINGS.compile = config.getoption("--bench-compile")
     SETTINGS.strict = config.getoption("--bench-strict") or os.environ.get(
         "FASTDIV_BENCH_STRICT", ""
     ) not in ("", "0")
