@@ -180,12 +180,15 @@ def logsumexp(
                 f"{arr.shape}"
             ) from None
     t = check_temperature(temperature)
+    x_ndim = arr.ndim
     arr, ax = _rows_axis(arr, axis)
+    if weights is not None:
+        weights = weights.reshape(arr.shape)  # flattened like x for axis=None
     shape = arr.shape[:ax] + arr.shape[ax + 1 :]
     if keepdims:
         shape = arr.shape[:ax] + (1,) + arr.shape[ax + 1 :]
     if axis is None:
-        shape = (1,) * np.ndim(x) if keepdims else ()
+        shape = (1,) * x_ndim if keepdims else ()
     out = check_out(out, shape, arr.dtype)
 
     rows = to_rows(arr, ax)
