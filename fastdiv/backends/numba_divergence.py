@@ -19,17 +19,19 @@ terms, and float32 logs would lose them.
 from __future__ import annotations
 
 import numpy as np
-from numba import float32, float64, int64, njit, prange, void
+from numba import float32, float64, int64, njit, prange, types, void
 
 from fastdiv.backends.numba_math import log_f64
 
 # No flag that assumes away NaN or inf, and no reassociation (it would
-# reorder the sums and fold the range reduction inside log_f64).
-_FASTMATH = {"nsz", "arcp", "contract", "afn"}
+# reorder the sums and fold the range reduction inside log_f64); no "nsz"
+# either, which turns 0.0 - 0.0 into -0.0 for an empty row.
+_FASTMATH = {"arcp", "contract", "afn"}
 # error_model="numpy": a division by zero gives inf or NaN instead of a
 # check that raises, which would keep the term loops from vectorising.
-_KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH,
-               error_model="numpy")
+_KERNEL = dict(
+    parallel=True, cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy"
+)
 _INLINE = dict(inline="always", fastmath=_FASTMATH, error_model="numpy")
 
 # Entries per chunk: the float64 buffer (4 KB) stays in L1 next to the
@@ -142,11 +144,30 @@ def _js_row(p, q, buf):
 # --------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------
-def _sigs(make):
-    return [make(f) for f in (float32, float64)]
+def _rows(f, readonly):
+    return types.Array(f, 2, "C", readonly=readonly)
 
 
-@njit(_sigs(lambda f: void(f[:, ::1], float64[::1])), **_KERNEL)
+# Every input may be read-only (a broadcast row, a user's frozen array): one
+# signature per dtype and read-only pattern, so nothing is ever copied.
+_OUT = float64[::1]
+_ONE_INPUT = [
+    void(_rows(f, ro), _OUT) for f in (float32, float64) for ro in (False, True)
+]
+_TWO_INPUTS = [
+    void(_rows(f, ro_p), _rows(f, ro_q), _OUT)
+    for f in (float32, float64)
+    for ro_p in (False, True)
+    for ro_q in (False, True)
+]
+_CHECK = [
+    void(_rows(f, ro), _OUT, int64[::1])
+    for f in (float32, float64)
+    for ro in (False, True)
+]
+
+
+@njit(_ONE_INPUT, **_KERNEL)
 def entropy_rows(p, out):
     n = out.shape[0]
     tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
@@ -157,7 +178,7 @@ def entropy_rows(p, out):
             out[i] = 0.0 - _xlogy_row(p[i], p[i], buf)
 
 
-@njit(_sigs(lambda f: void(f[:, ::1], f[:, ::1], float64[::1])), **_KERNEL)
+@njit(_TWO_INPUTS, **_KERNEL)
 def cross_entropy_rows(p, q, out):
     n = out.shape[0]
     sp = 1 if p.shape[0] > 1 else 0
@@ -169,7 +190,7 @@ def cross_entropy_rows(p, q, out):
             out[i] = 0.0 - _xlogy_row(p[i * sp], q[i * sq], buf)
 
 
-@njit(_sigs(lambda f: void(f[:, ::1], f[:, ::1], float64[::1])), **_KERNEL)
+@njit(_TWO_INPUTS, **_KERNEL)
 def kl_rows(p, q, out):
     n = out.shape[0]
     sp = 1 if p.shape[0] > 1 else 0
@@ -181,7 +202,7 @@ def kl_rows(p, q, out):
             out[i] = _kl_row(p[i * sp], q[i * sq], buf)
 
 
-@njit(_sigs(lambda f: void(f[:, ::1], f[:, ::1], float64[::1])), **_KERNEL)
+@njit(_TWO_INPUTS, **_KERNEL)
 def js_rows(p, q, out):
     n = out.shape[0]
     sp = 1 if p.shape[0] > 1 else 0
@@ -193,7 +214,7 @@ def js_rows(p, q, out):
             out[i] = _js_row(p[i * sp], q[i * sq], buf)
 
 
-@njit(_sigs(lambda f: void(f[:, ::1], float64[::1], int64[::1])), **_KERNEL)
+@njit(_CHECK, **_KERNEL)
 def probability_check_rows(x, sums, negatives):
     n, k = x.shape
     for i in prange(n):
