@@ -119,7 +119,10 @@ def pairwise(
     not k. Sparse and dense input give equal results (to rounding).
 
     Each JS entry is one float64 sum in increasing category order, so the
-    matrix does not depend on the thread count or on the tile sizes.
+    matrix does not depend on the thread count or on the tile sizes. KL and
+    cross-entropy come from BLAS, whose rounding may change in the last
+    bits with the shape of a block (and so with ``out=`` or
+    :func:`nearest`'s budget).
 
     Examples
     --------
