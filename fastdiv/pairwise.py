@@ -133,7 +133,7 @@ def pairwise(
            [0.2158, 0.    ]])
     >>> fd.pairwise(P, P[::-1], metric="kl")
     array([[0.69314718, 0.        ],
-           [       inf, 0.69314718]])
+           [0.        ,        inf]])
     """
     metric = _check_metric(metric)
     logb = _log_base(base, sqrt=metric == "js_distance")
