@@ -1,6 +1,12 @@
 """fastdiv: fast, exact softmax with temperature and divergences between
 probability distributions, on NumPy, Numba and Cython backends."""
 
+# The kernels live in the subpackage fastdiv.backends, and the public function
+# ``backends`` shares its name. Python sets a subpackage as an attribute of its
+# parent when the subpackage is first imported, which would later replace the
+# function; importing the subpackage first, then binding the function, keeps
+# ``fastdiv.backends()`` callable.
+import fastdiv.backends  # noqa: F401, I001
 from fastdiv._dispatch import BackendUnavailableError, backends, options
 from fastdiv.divergence import cross_entropy, entropy, js_distance, js_div, kl_div
 from fastdiv.losses import distill_loss, nll, soft_cross_entropy
