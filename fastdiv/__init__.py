@@ -6,12 +6,14 @@ probability distributions, on NumPy, Numba and Cython backends."""
 # parent when the subpackage is first imported, which would later replace the
 # function; importing the subpackage first, then binding the function, keeps
 # ``fastdiv.backends()`` callable.
-import fastdiv.backends  # noqa: F401, I001
+from fastdiv import backends as _kernels  # noqa: I001
 from fastdiv._dispatch import BackendUnavailableError, backends, options
 from fastdiv.divergence import cross_entropy, entropy, js_distance, js_div, kl_div
 from fastdiv.losses import distill_loss, nll, soft_cross_entropy
 from fastdiv.pairwise import nearest, pairwise
 from fastdiv.softmax import log_softmax, logsumexp, softmax
+
+del _kernels
 
 __version__ = "0.1.0"
 
