@@ -221,7 +221,7 @@ def logsumexp(
 
     # One task per chunk computes value and sign in one kernel call; the
     # two results are taken from it by two cheap getter tasks each.
-    token = tokenize(x, wb, t, ax, keepdims, threads, backend)
+    token = tokenize(x, wb, t, ax, keepdims, bool(return_sign), threads, backend)
     core = f"fastdiv-logsumexp-{token}"
     names = (f"fastdiv-logsumexp-value-{token}", f"fastdiv-logsumexp-sign-{token}")
     kept = [i for i in range(x.ndim) if ax is not None and i != ax]
@@ -233,7 +233,14 @@ def logsumexp(
             _apply,
             _logsumexp_task,
             [(x.name, *idx), weights],
-            dict(t=t, axis=ax, keepdims=keepdims, threads=threads, backend=backend),
+            dict(
+                t=t,
+                axis=ax,
+                keepdims=keepdims,
+                return_sign=bool(return_sign),
+                threads=threads,
+                backend=backend,
+            ),
         )
         if keepdims:
             out_idx = idx
@@ -311,18 +318,21 @@ def _softmax_task(block, fn, t, axis, threads, backend):
         return fn(block, t, axis=axis, backend=backend)
 
 
-def _logsumexp_task(block, b, *, t, axis, keepdims, threads, backend):
+def _logsumexp_task(block, b, *, t, axis, keepdims, return_sign, threads, backend):
     with fastdiv.options(threads=threads):
-        res, sgn = fastdiv.logsumexp(
+        res = fastdiv.logsumexp(
             block,
             t,
             axis=axis,
             b=b,
             keepdims=keepdims,
-            return_sign=True,
+            return_sign=return_sign,
             backend=backend,
         )
-    return np.asarray(res), np.asarray(sgn)
+    # Without return_sign only the value is asked for (a negative sum is
+    # NaN there, as in memory).
+    res, sgn = res if return_sign else (res, None)
+    return np.asarray(res), None if sgn is None else np.asarray(sgn)
 
 
 def _with_layer(graph, dep, name, layer):
