@@ -508,7 +508,7 @@ def test_inputs_unchanged(backend, rng):
     fd.nll(z, y, label_smoothing=0.1, return_grad=True, backend=backend)
     fd.soft_cross_entropy(z, p, return_grad=True, backend=backend)
     fd.distill_loss(z, w, y, return_grad=True, backend=backend)
-    for a, c in zip((z, w, p, y), copies):
+    for a, c in zip((z, w, p, y), copies, strict=True):
         np.testing.assert_array_equal(a, c)
 
 

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import float32, float64, int64, njit, prange, types, void
+
+from fastdiv.backends.numba_math import exp_f64
 
 # No flag that assumes away NaN or inf, and no reassociation (it would
 # change the order of the sums and the exp range reduction). No "arcp"
@@ -30,13 +33,21 @@ _FASTMATH = {"nsz", "contract", "afn"}
 _KERNEL = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 _INLINE = dict(inline="always", fastmath=_FASTMATH)
 
+# Entries per chunk of a row whose terms are buffered before they are
+# summed: four float64 buffers of 4 KB each stay in L1 beside the rows.
+_CHUNK = 512
+# Rows per parallel task: the buffers are allocated once per task.
+_ROWS_PER_TASK = 16
+
 
 # --------------------------------------------------------------------------
 # Row helpers
 # --------------------------------------------------------------------------
 @njit(**_INLINE)
 def _exp(x):
-    return math.exp(x)
+    # The polynomial exp of numba_math: LLVM vectorises it (math.exp is a
+    # call into libm that it cannot), with the same IEEE special values.
+    return exp_f64(x)
 
 
 @njit(**_INLINE)
@@ -45,14 +56,66 @@ def _log1p(x):
 
 
 @njit(**_INLINE)
+def _lane_max(row):
+    """max(row) skipping NaN (-inf if none), in eight independent lanes so
+    that the comparisons vectorise; the maximum does not depend on order."""
+    k = row.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = -math.inf
+    j = 0
+    while j + 8 <= k:
+        v0 = float64(row[j])
+        v1 = float64(row[j + 1])
+        v2 = float64(row[j + 2])
+        v3 = float64(row[j + 3])
+        v4 = float64(row[j + 4])
+        v5 = float64(row[j + 5])
+        v6 = float64(row[j + 6])
+        v7 = float64(row[j + 7])
+        m0 = v0 if v0 > m0 else m0
+        m1 = v1 if v1 > m1 else m1
+        m2 = v2 if v2 > m2 else m2
+        m3 = v3 if v3 > m3 else m3
+        m4 = v4 if v4 > m4 else m4
+        m5 = v5 if v5 > m5 else m5
+        m6 = v6 if v6 > m6 else m6
+        m7 = v7 if v7 > m7 else m7
+        j += 8
+    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    while j < k:
+        v = float64(row[j])
+        m = v if v > m else m
+        j += 1
+    return m
+
+
+@njit(**_INLINE)
+def _lane_sum(buf, count):
+    """sum(buf[:count]) in eight fixed lanes, then the tail in order: the
+    order depends on count only, and the lanes vectorise."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    j = 0
+    while j + 8 <= count:
+        a0 += buf[j]
+        a1 += buf[j + 1]
+        a2 += buf[j + 2]
+        a3 += buf[j + 3]
+        a4 += buf[j + 4]
+        a5 += buf[j + 5]
+        a6 += buf[j + 6]
+        a7 += buf[j + 7]
+        j += 8
+    total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    while j < count:
+        total += buf[j]
+        j += 1
+    return total
+
+
+@njit(**_INLINE)
 def _row_max(row):
     """The row maximum as float64, or NaN where the row has no usable one:
     all -inf (or empty, or all NaN), or more than one +inf."""
-    m = -math.inf
-    for j in range(row.shape[0]):
-        v = float64(row[j])
-        if v > m:
-            m = v
+    m = _lane_max(row)
     if m == math.inf:
         count = 0
         for j in range(row.shape[0]):
@@ -235,68 +298,86 @@ def distill_rows(student, teacher, labels, temperature, alpha, grad_scale, loss,
     # d loss / d student = k_soft (q_s - q_t) + k_hard (p - onehot(y)).
     k_soft = alpha * temperature * grad_scale
     k_hard = (1.0 - alpha) * grad_scale
-    for i in prange(n):
-        srow = student[i]
-        trow = teacher[i]
-        ms = _row_max(srow)
-        mt = _row_max(trow) if soft else 0.0
-        top_s = _top(ms, temperature)
-        top_t = _top(mt, temperature)
+    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for task in prange(tasks):
+        buf = np.empty((4, _CHUNK))
+        for i in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
+            srow = student[i]
+            trow = teacher[i]
+            ms = _row_max(srow)
+            mt = _row_max(trow) if soft else 0.0
+            top_s = _top(ms, temperature)
+            top_t = _top(mt, temperature)
 
-        # One pass: the normalisers of student and teacher at T, of the
-        # student at T = 1, and w = sum_j e^{a_j} (a_j - b_j) over e^{a_j}
-        # != 0, so that KL = w / S_a - log S_a + log S_b.
-        cb = 0.0
-        rb = 0.0
-        ca = 0.0
-        ra = 0.0
-        w = 0.0
-        c1 = 0.0
-        r1 = 0.0
-        for j in range(k):
-            v = float64(srow[j])
-            if soft:
-                b = _shift(v, ms, top_s, temperature, inv_t)
-                a = _shift(float64(trow[j]), mt, top_t, temperature, inv_t)
-                ea = _exp(a)
-                cb += 1.0 if b == 0.0 else 0.0
-                rb += 0.0 if b == 0.0 else _exp(b)
-                ca += 1.0 if a == 0.0 else 0.0
-                ra += 0.0 if a == 0.0 else ea
-                w += 0.0 if ea == 0.0 else ea * (a - b)
-            if hard:
-                s1 = 0.0 if v == ms else v - ms
-                c1 += 1.0 if s1 == 0.0 else 0.0
-                r1 += 0.0 if s1 == 0.0 else _exp(s1)
-        value = 0.0
-        lse_a = 0.0
-        lse_b = 0.0
-        lse_1 = 0.0
-        if soft:
-            lse_a = _log1p((ca - 1.0) + ra)
-            lse_b = _log1p((cb - 1.0) + rb)
-            kl = w / (ca + ra) - lse_a + lse_b
-            value += alpha * temperature * (temperature * kl)
-        y = 0
-        if hard:
-            y = labels[i]
-            lse_1 = _log1p((c1 - 1.0) + r1)
-            s_y = 0.0 if float64(srow[y]) == ms else float64(srow[y]) - ms
-            value += (1.0 - alpha) * (lse_1 - s_y)
-        loss[i] = value
-
-        if want_grad:
-            for j in range(k):
-                v = float64(srow[j])
-                g = 0.0
+            # One pass: the normalisers of student and teacher at T, of the
+            # student at T = 1, and w = sum_j e^{a_j} (a_j - b_j) over e^{a_j}
+            # != 0, so that KL = w / S_a - log S_a + log S_b. The terms of a
+            # chunk go to buf (a loop without carried sums, which vectorises)
+            # and are added in fixed lanes; the counts are integers.
+            nb = 0
+            na = 0
+            n1 = 0
+            rb = 0.0
+            ra = 0.0
+            w = 0.0
+            r1 = 0.0
+            for start in range(0, k, _CHUNK):
+                size = min(_CHUNK, k - start)
+                for jj in range(size):
+                    v = float64(srow[start + jj])
+                    if soft:
+                        b = _shift(v, ms, top_s, temperature, inv_t)
+                        a = _shift(
+                            float64(trow[start + jj]), mt, top_t, temperature, inv_t
+                        )
+                        ea = _exp(a)
+                        nb += 1 if b == 0.0 else 0
+                        na += 1 if a == 0.0 else 0
+                        buf[0, jj] = 0.0 if b == 0.0 else _exp(b)
+                        buf[1, jj] = 0.0 if a == 0.0 else ea
+                        buf[2, jj] = 0.0 if ea == 0.0 else ea * (a - b)
+                    if hard:
+                        s1 = 0.0 if v == ms else v - ms
+                        n1 += 1 if s1 == 0.0 else 0
+                        buf[3, jj] = 0.0 if s1 == 0.0 else _exp(s1)
                 if soft:
-                    b = _shift(v, ms, top_s, temperature, inv_t)
-                    a = _shift(float64(trow[j]), mt, top_t, temperature, inv_t)
-                    g += k_soft * (_exp(b - lse_b) - _exp(a - lse_a))
+                    rb += _lane_sum(buf[0], size)
+                    ra += _lane_sum(buf[1], size)
+                    w += _lane_sum(buf[2], size)
                 if hard:
-                    s1 = 0.0 if v == ms else v - ms
-                    p = _exp(s1 - lse_1)
-                    if j == y:
-                        p -= 1.0
-                    g += k_hard * p
-                grad[i, j] = g
+                    r1 += _lane_sum(buf[3], size)
+            cb = float64(nb)
+            ca = float64(na)
+            c1 = float64(n1)
+            value = 0.0
+            lse_a = 0.0
+            lse_b = 0.0
+            lse_1 = 0.0
+            if soft:
+                lse_a = _log1p((ca - 1.0) + ra)
+                lse_b = _log1p((cb - 1.0) + rb)
+                kl = w / (ca + ra) - lse_a + lse_b
+                value += alpha * temperature * (temperature * kl)
+            y = 0
+            if hard:
+                y = labels[i]
+                lse_1 = _log1p((c1 - 1.0) + r1)
+                s_y = 0.0 if float64(srow[y]) == ms else float64(srow[y]) - ms
+                value += (1.0 - alpha) * (lse_1 - s_y)
+            loss[i] = value
+
+            if want_grad:
+                for j in range(k):
+                    v = float64(srow[j])
+                    g = 0.0
+                    if soft:
+                        b = _shift(v, ms, top_s, temperature, inv_t)
+                        a = _shift(float64(trow[j]), mt, top_t, temperature, inv_t)
+                        g += k_soft * (_exp(b - lse_b) - _exp(a - lse_a))
+                    if hard:
+                        s1 = 0.0 if v == ms else v - ms
+                        p = _exp(s1 - lse_1)
+                        if j == y:
+                            p -= 1.0
+                        g += k_hard * p
+                    grad[i, j] = g
