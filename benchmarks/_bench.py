@@ -22,9 +22,9 @@ Options (also readable from the environment, so CI needs no flags):
 ``--bench-compile``
     Also time cold Numba compiles in a quick run (they always run at full
     scale).
-``--bench-strict`` / ``FASTDIV_BENCH_STRICT=1``
-    A backend that is usable but lacks the kernel of a row fails the row
-    instead of skipping it (CI builds every backend, so nothing should skip).
+``--bench-strict`` / ``FASTDIV_BENCH_STRICT=1`` (or ``FASTDIV_REQUIRE_ALL=1``)
+    A backend that is not usable, or lacks the kernel of a row, fails the
+    row instead of skipping it (CI builds every backend: nothing may skip).
 """
 
 from __future__ import annotations
@@ -143,10 +143,14 @@ def need(name: str, issue: int):
 
 
 def need_backend(backend: str) -> None:
-    """Skip the row when ``backend`` cannot run here (saying why)."""
+    """Skip the row when ``backend`` cannot run here, saying why (fail it
+    under --bench-strict)."""
     status = _dispatch.backends()[backend]
     if not status.usable:
-        pytest.skip(f"backend {backend!r} is not usable: {status.reason}")
+        msg = f"backend {backend!r} is not usable: {status.reason}"
+        if SETTINGS.strict:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
 
 
 def torch_module():

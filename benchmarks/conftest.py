@@ -67,9 +67,11 @@ def pytest_configure(config):
     SETTINGS.scale = scale
     SETTINGS.max_call = max_call
     SETTINGS.compile = config.getoption("--bench-compile")
-    SETTINGS.strict = config.getoption("--bench-strict") or os.environ.get(
-        "FASTDIV_BENCH_STRICT", ""
-    ) not in ("", "0")
+    SETTINGS.strict = (
+        config.getoption("--bench-strict")
+        or os.environ.get("FASTDIV_BENCH_STRICT", "") not in ("", "0")
+        or os.environ.get("FASTDIV_REQUIRE_ALL", "") == "1"
+    )
 
 
 def pytest_collect_file(file_path, parent):
