@@ -256,7 +256,8 @@ def choose_backend(kernel: str, size: int, backend: str | None = None) -> str:
             if name != preferred:
                 logger.debug(
                     "auto: %s preferred %s for %d elements, which is not usable "
-                    "(%s); using %s", kernel, preferred, size, status.reason, name,
+                    "(%s); using %s", kernel, preferred, size,
+                    _status(preferred).reason, name,
                 )
             else:
                 logger.debug("auto: %s on %s for %d elements", kernel, name, size)

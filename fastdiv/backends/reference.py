@@ -36,6 +36,13 @@ import numpy as np
 # * k == 0: logsumexp is -inf and softmax writes nothing.
 
 
+def _store(out: np.ndarray, values: np.ndarray) -> None:
+    """Round float64 results into ``out``; a float32 result beyond the float32
+    range is legitimately +-inf, so the cast's overflow warning is silenced."""
+    with np.errstate(over="ignore"):
+        out[...] = values
+
+
 def _shifted(x: np.ndarray, temperature: float):
     """Return (s, top) in float64: s as above, top = max(z) / T per row.
 
@@ -81,7 +88,7 @@ def softmax_rows(x: np.ndarray, temperature: float, out: np.ndarray) -> None:
     # The +inf rows: a one-hot limit for a single +inf, undefined otherwise.
     rows, posinf, count = _posinf_rows(x, top)
     p[rows] = np.where(count[rows, None] == 1, posinf[rows].astype(float), np.nan)
-    out[...] = p
+    _store(out, p)
 
 
 def log_softmax_rows(x: np.ndarray, temperature: float, out: np.ndarray) -> None:
@@ -92,7 +99,7 @@ def log_softmax_rows(x: np.ndarray, temperature: float, out: np.ndarray) -> None
         rows, posinf, count = _posinf_rows(x, top)
         limit = np.log(posinf[rows].astype(float))
     logp[rows] = np.where(count[rows, None] == 1, limit, np.nan)
-    out[...] = logp
+    _store(out, logp)
 
 
 def logsumexp_rows(x: np.ndarray, temperature: float, out: np.ndarray) -> None:
@@ -105,7 +112,7 @@ def logsumexp_rows(x: np.ndarray, temperature: float, out: np.ndarray) -> None:
     finite = np.isfinite(top)
     lse[~finite] = top[~finite]
     lse[np.isnan(x).any(axis=1)] = np.nan
-    out[...] = lse
+    _store(out, lse)
 
 
 def logsumexp_weighted_rows(
@@ -151,7 +158,7 @@ def logsumexp_weighted_rows(
     empty = np.isneginf(top)
     log_abs[empty] = -np.inf
     total_sign[empty] = 0.0
-    out[...] = log_abs
+    _store(out, log_abs)
     sign[...] = total_sign
 
 
