@@ -17,7 +17,7 @@ Options (also readable from the environment, so CI needs no flags):
     as a smoke test. The full size (F = 1) is for people on a quiet machine.
 ``--bench-max-call=S`` / ``FASTDIV_BENCH_MAX_CALL``
     A row whose single call would take longer than S seconds (estimated
-    from a probe on a few rows) is timed on a subset of rows and scaled;
+    from a probe on 1/50 of the work) is timed on a subset of rows and scaled;
     default 8 s. ``inf`` times everything at full size.
 ``--bench-compile``
     Also time cold Numba compiles in a quick run (they always run at full
@@ -283,7 +283,9 @@ def run_row(
 
     timed_rows = full_rows
     if scalable and benchmark.enabled and math.isfinite(SETTINGS.max_call):
-        probe = max(1, full_rows // 50)
+        # A probe costing about 1/50 of the full call: large enough that the
+        # fixed cost of a call is not multiplied into the estimate.
+        probe = max(1, int(full_rows * 50 ** (-1 / row_power)))
         fn = make(probe)
         t0 = time.perf_counter()
         fn()
