@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import logging
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -162,11 +164,19 @@ def options(backend: str | None = None, threads: int | None = None):
     """
     tokens = []
     if backend is not None:
-        tokens.append((_requested_backend, _requested_backend.set(
-            _check_backend_name(backend, "backend"))))
+        tokens.append(
+            (
+                _requested_backend,
+                _requested_backend.set(_check_backend_name(backend, "backend")),
+            )
+        )
     if threads is not None:
-        tokens.append((_requested_threads, _requested_threads.set(
-            _check_threads(threads, "threads"))))
+        tokens.append(
+            (
+                _requested_threads,
+                _requested_threads.set(_check_threads(threads, "threads")),
+            )
+        )
     try:
         yield
     finally:
@@ -177,8 +187,7 @@ def options(backend: str | None = None, threads: int | None = None):
 def _check_backend_name(name, where: str) -> str:
     if not isinstance(name, str) or name.lower() not in _CHOICES:
         raise ValueError(
-            f"{where} must be one of {', '.join(map(repr, _CHOICES))}, "
-            f"got {name!r}"
+            f"{where} must be one of {', '.join(map(repr, _CHOICES))}, got {name!r}"
         )
     return name.lower()
 
@@ -256,8 +265,12 @@ def choose_backend(kernel: str, size: int, backend: str | None = None) -> str:
             if name != preferred:
                 logger.debug(
                     "auto: %s preferred %s for %d elements, which is not usable "
-                    "(%s); using %s", kernel, preferred, size,
-                    _status(preferred).reason, name,
+                    "(%s); using %s",
+                    kernel,
+                    preferred,
+                    size,
+                    _status(preferred).reason,
+                    name,
                 )
             else:
                 logger.debug("auto: %s on %s for %d elements", kernel, name, size)
@@ -265,20 +278,37 @@ def choose_backend(kernel: str, size: int, backend: str | None = None) -> str:
     raise AssertionError("the numpy backend is always usable")  # pragma: no cover
 
 
-def get_kernel(topic: str, kernel: str, backend: str) -> Callable:
+def get_kernel(
+    topic: str, kernel: str, backend: str, *, threads: int | None = None
+) -> Callable:
     """The kernel ``kernel`` of ``topic`` on a resolved backend.
 
     The returned callable sets the thread count of its backend before it
-    runs, so a kernel always uses :func:`num_threads` threads.
+    runs: ``threads``, or :func:`num_threads` at call time when None.
     """
     key = (topic, kernel, backend)
-    fn = _kernel_cache.get(key)
-    if fn is None:
+    loaded = _kernel_cache.get(key)
+    if loaded is None:
         module = importlib.import_module(_MODULE_OF[backend].format(topic=topic))
         raw = getattr(module, kernel)
-        fn = _with_threads(raw, backend)
-        _kernel_cache[key] = fn
-    return fn
+        setter = None if backend == "numpy" else _thread_setter(backend)
+        loaded = _kernel_cache[key] = (raw, setter)
+    raw, setter = loaded
+    if setter is None:
+        return raw
+    return functools.partial(_run_on_threads, raw, setter, threads)
+
+
+def _run_on_threads(raw, setter, threads, *args):
+    setter(num_threads() if threads is None else threads)
+    return raw(*args)
+
+
+# Below this many elements a kernel runs on one thread: starting a parallel
+# region costs more than the work. On the 2-core machine a softmax of
+# (1, 10) took 28 us through a 2-thread OpenMP region and 2 us on one
+# thread, and splitting rows only paid off above a few 10_000 elements.
+PARALLEL_MIN_SIZE = 32_768
 
 
 def kernel_for(
@@ -286,35 +316,25 @@ def kernel_for(
 ) -> Callable:
     """Resolve the backend for ``size`` elements and return its kernel.
 
-    Under "auto", a backend whose module for this topic cannot be loaded (an
-    extension left out of a partial build, say) is skipped like an unusable
-    backend; asked for by name, it raises BackendUnavailableError.
+    Inputs of fewer than :data:`PARALLEL_MIN_SIZE` elements run on one
+    thread. Under "auto", a backend whose module for this topic cannot be
+    loaded (an extension left out of a partial build, say) is skipped like
+    an unusable backend; asked for by name, it raises
+    BackendUnavailableError.
     """
     chosen = choose_backend(kernel, size, backend)
+    threads = 1 if size < PARALLEL_MIN_SIZE else None
     try:
-        return get_kernel(topic, kernel, chosen)
+        return get_kernel(topic, kernel, chosen, threads=threads)
     except (ImportError, AttributeError) as exc:
         if requested_backend(backend) != "auto":
             raise BackendUnavailableError(
                 f"backend {chosen!r} has no kernel {kernel!r}: {exc}"
             ) from exc
-        logger.debug("auto: %s on %s failed to load (%s); using numpy",
-                     kernel, chosen, exc)
+        logger.debug(
+            "auto: %s on %s failed to load (%s); using numpy", kernel, chosen, exc
+        )
         return get_kernel(topic, kernel, "numpy")
-
-
-def _with_threads(raw: Callable, backend: str) -> Callable:
-    if backend == "numpy":
-        return raw
-    set_threads = _thread_setter(backend)
-
-    def run(*args):
-        set_threads(num_threads())
-        return raw(*args)
-
-    run.__name__ = getattr(raw, "__name__", "kernel")
-    run.__wrapped__ = raw
-    return run
 
 
 def _thread_setter(backend: str) -> Callable[[int], None]:
