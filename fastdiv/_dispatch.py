@@ -323,7 +323,9 @@ def kernel_for(
     BackendUnavailableError.
     """
     chosen = choose_backend(kernel, size, backend)
-    threads = 1 if size < PARALLEL_MIN_SIZE else None
+    threads = num_threads()  # read (and checked) even when not used
+    if size < PARALLEL_MIN_SIZE:
+        threads = 1
     try:
         return get_kernel(topic, kernel, chosen, threads=threads)
     except (ImportError, AttributeError) as exc:
