@@ -356,3 +356,66 @@ def test_worker_lost_during_nearest(client):
     assert_same(got[1], exp[1])
     # The result came although the victim is gone from the cluster.
     assert victim not in client.scheduler_info()["workers"]
+
+
+# --------------------------------------------------------------------------
+# The command: --scheduler ADDRESS
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["npy", "csv"])
+def test_command_pairwise_with_scheduler(client, tmp_path, fmt, monkeypatch):
+    from fastdiv import _dask_cli
+    from fastdiv.cli import main
+
+    # Small chunks, so that the matrix comes back in several rows of blocks.
+    monkeypatch.setattr(_dask_cli, "MAX_CHUNK_ROWS", 7)
+    P = distributions(30, 5, np.float32, seed=21, zeros=0.3)
+    Q = distributions(12, 5, np.float32, seed=22)
+    np.save(tmp_path / "p.npy", P)
+    np.save(tmp_path / "q.npy", Q)
+    address = client.scheduler.address
+    for q, exp in (("q.npy", fd.pairwise(P, Q)), (None, fd.pairwise(P))):
+        out = tmp_path / f"d.{fmt}"
+        args = ["pairwise", str(tmp_path / "p.npy")]
+        args += [] if q is None else [str(tmp_path / q)]
+        args += ["-o", str(out), "-f", "--scheduler", address]
+        assert main(args) == 0
+        if fmt == "npy":
+            got = np.load(out)
+            assert_same(got, exp)
+        else:
+            # CSV rows of float32 values with 9 significant digits.
+            got = np.loadtxt(out, delimiter=",", ndmin=2)
+            assert got.shape == exp.shape
+            np.testing.assert_allclose(got, exp, rtol=1e-8, atol=1e-9)
+
+
+def test_command_nearest_with_scheduler(client, tmp_path, monkeypatch):
+    from fastdiv import _dask_cli
+    from fastdiv.cli import main
+
+    monkeypatch.setattr(_dask_cli, "MAX_CHUNK_ROWS", 9)
+    counts = np.random.default_rng(23).integers(0, 5, (40, 6))
+    counts[:, 0] += 1  # no all-zero row
+    sp.save_npz(tmp_path / "c.npz", sp.csr_matrix(counts))
+    out = tmp_path / "nn.npz"
+    address = client.scheduler.address
+    args = ["nearest", str(tmp_path / "c.npz"), "--normalize", "-k", "3"]
+    assert main(args + ["-o", str(out), "--scheduler", address]) == 0
+    with np.load(out) as f:
+        got = (f["indices"], f["values"])
+    exp = fd.nearest(sp.csr_matrix(counts), k=3, normalize=True)
+    assert_same(got[0], exp[0])
+    assert_same(got[1], exp[1])
+
+
+def test_command_scheduler_unreachable(tmp_path, capsys):
+    from fastdiv.cli import main
+
+    np.save(tmp_path / "p.npy", distributions(4, 3, np.float64, seed=24))
+    args = ["nearest", str(tmp_path / "p.npy"), "-k", "1", "-o"]
+    args += [str(tmp_path / "nn.npz"), "--scheduler", "tcp://127.0.0.1:9"]
+    assert main(args) == 2
+    assert "cannot connect to the Dask scheduler" in capsys.readouterr().err
+    assert not (tmp_path / "nn.npz").exists()
