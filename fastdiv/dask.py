@@ -37,7 +37,6 @@ import re
 import numpy as np
 
 try:
-    import dask
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -112,7 +111,7 @@ def softmax(x, temperature=1.0, axis=-1, *, threads=None, backend=None):
     Examples
     --------
     >>> import numpy as np, dask.array as da, fastdiv.dask as fdd
-    >>> x = da.from_array(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), chunks=1)
+    >>> x = da.from_array(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), chunks=(1, 3))
     >>> fdd.softmax(x, temperature=2.0).compute().round(4)
     array([[0.1863, 0.3072, 0.5065],
            [0.3333, 0.3333, 0.3333]])
@@ -220,7 +219,7 @@ def logsumexp(
         wb = wb.rechunk(x.chunks)
 
     # One task per chunk computes value and sign in one kernel call; the
-    # two results are taken from it by two cheap getter tasks each.
+    # value and the sign are taken from it by a cheap getter task each.
     token = tokenize(x, wb, t, ax, keepdims, bool(return_sign), threads, backend)
     core = f"fastdiv-logsumexp-{token}"
     names = (f"fastdiv-logsumexp-value-{token}", f"fastdiv-logsumexp-sign-{token}")
@@ -420,7 +419,7 @@ def pairwise(
     metric = _check_metric(metric)
     _log_base(base, sqrt=metric == "js_distance")
     threads = _check_task_threads(threads)
-    A, B, dtype = _prepared_operands(P, Q, normalize, check, backend)
+    A, B, dtype = _prepared_operands(P, Q, normalize, check, threads, backend)
     symmetric = Q is None
     if symmetric:
         B = A
@@ -546,7 +545,7 @@ def nearest(
         or split_every < 2
     ):
         raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
-    A, B, dtype = _prepared_operands(P, Q, normalize, check, backend)
+    A, B, dtype = _prepared_operands(P, Q, normalize, check, threads, backend)
     symmetric = Q is None
     m = A.shape[0] if symmetric else B.shape[0]
     avail = m - 1 if symmetric else m
@@ -724,7 +723,7 @@ def _check_rows_layout(x, name):
         )
 
 
-def _prepared_operands(P, Q, normalize, check, backend):
+def _prepared_operands(P, Q, normalize, check, threads, backend):
     """P and Q checked for layout now, and converted, checked or normalised
     chunk by chunk in lazy tasks; the result dtype."""
     A = _as_dask(P, "P")
@@ -743,9 +742,9 @@ def _prepared_operands(P, Q, normalize, check, backend):
         dtypes.append(_float_dtype(B.dtype, "Q"))
     dtype = np.result_type(*dtypes)
     sparse = _is_sparse_array(A) or (B is not None and _is_sparse_array(B))
-    A = _prepare(A, "P", sparse, dtypes[0], normalize, check, backend)
+    A = _prepare(A, "P", sparse, dtypes[0], normalize, check, threads, backend)
     if B is not None:
-        B = _prepare(B, "Q", sparse, dtypes[1], normalize, check, backend)
+        B = _prepare(B, "Q", sparse, dtypes[1], normalize, check, threads, backend)
     return A, B, dtype
 
 
@@ -753,7 +752,7 @@ def _is_sparse_array(x):
     return _is_sparse(getattr(x, "_meta", None))
 
 
-def _prepare(x, name, sparse, dtype, normalize, check, backend):
+def _prepare(x, name, sparse, dtype, normalize, check, threads, backend):
     offsets = np.concatenate([[0], np.cumsum(x.chunks[0])]).astype(int)
     if sparse:
         import scipy.sparse as sp
@@ -761,7 +760,7 @@ def _prepare(x, name, sparse, dtype, normalize, check, backend):
         meta = sp.csr_matrix((0, x.shape[1]), dtype=dtype)
     else:
         meta = np.empty((0, x.shape[1]), dtype)
-    token = tokenize(x, name, sparse, normalize, check, backend)
+    token = tokenize(x, name, sparse, normalize, check, threads, backend)
     prep = f"fastdiv-prepare-{name}-{token}"
     layer = {
         (prep, i, 0): (
@@ -772,6 +771,7 @@ def _prepare(x, name, sparse, dtype, normalize, check, backend):
             sparse,
             normalize,
             check,
+            threads,
             backend,
         )
         for i in range(x.numblocks[0])
@@ -783,13 +783,13 @@ def _prepare(x, name, sparse, dtype, normalize, check, backend):
 _ROW_IN_MESSAGE = re.compile(r"\b(P|Q) row (\d+)")
 
 
-def _prepare_chunk(block, name, offset, sparse, normalize, check, backend):
+def _prepare_chunk(block, name, offset, sparse, normalize, check, threads, backend):
     """One row chunk made kernel-ready (CSR or C-contiguous float) and
     checked or normalised, with errors naming the row of the whole array."""
     prepare = _prepare_sparse if sparse else _prepare_dense
     if not sparse and _is_sparse(block):
         block = block.toarray()
-    with fastdiv.options(threads=1):
+    with fastdiv.options(threads=threads):
         try:
             return prepare(block, name, normalize, check, backend)
         except ValueError as exc:
@@ -798,8 +798,3 @@ def _prepare_chunk(block, name, offset, sparse, normalize, check, backend):
                 str(exc),
             )
             raise ValueError(msg) from None
-
-
-# dask is imported for its side effect of registering the array backends; the
-# name also documents the dependency.
-_ = dask
