@@ -176,8 +176,7 @@ def logsumexp(
             weights = np.broadcast_to(weights.astype(dtype, copy=False), arr.shape)
         except ValueError:
             raise ValueError(
-                f"b of shape {np.shape(b)} does not broadcast to x of shape "
-                f"{arr.shape}"
+                f"b of shape {np.shape(b)} does not broadcast to x of shape {arr.shape}"
             ) from None
     t = check_temperature(temperature)
     x_ndim = arr.ndim
@@ -193,8 +192,12 @@ def logsumexp(
 
     rows = to_rows(arr, ax)
     n = rows.shape[0]
-    fn = kernel_for(_TOPIC, "logsumexp_rows" if weights is None
-                    else "logsumexp_weighted_rows", rows.size, backend)
+    fn = kernel_for(
+        _TOPIC,
+        "logsumexp_rows" if weights is None else "logsumexp_weighted_rows",
+        rows.size,
+        backend,
+    )
     res = kernel_target(out, (n,), arr.dtype, arr, rows)
     if weights is None:
         if n:

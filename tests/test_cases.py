@@ -116,8 +116,7 @@ def _run_distill_loss(case, backend):
     student, teacher = _float_inputs(case, "student_logits", "teacher_logits")
     labels = case["inputs"].get("labels")
     labels = None if labels is None else decode(labels)
-    return fd.distill_loss(student, teacher, labels, **case["kwargs"],
-                           backend=backend)
+    return fd.distill_loss(student, teacher, labels, **case["kwargs"], backend=backend)
 
 
 # divergences of probabilities (fastdiv/divergence.py)

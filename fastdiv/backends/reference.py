@@ -214,12 +214,10 @@ def log_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     gives +inf for q == 0 < p and the right finite value for a subnormal q
     (2 * log(2 / 2.2e-308) = 1418.18, where 2 / q would be 9e307).
     """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore",
-                     under="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         r = p / q
         normal = (r >= _TINY) & (r <= _HUGE)
-        return np.where(normal, np.log(np.where(normal, r, 1.0)),
-                        np.log(p) - np.log(q))
+        return np.where(normal, np.log(np.where(normal, r, 1.0)), np.log(p) - np.log(q))
 
 
 def kl_rows(p: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
