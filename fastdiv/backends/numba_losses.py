@@ -23,8 +23,9 @@ import math
 
 import numpy as np
 from numba import float32, float64, int64, njit, prange, types, void
+from numba.extending import overload
 
-from fastdiv.backends.numba_math import exp_f64
+from fastdiv.backends.numba_math import exp_f32, exp_f64, maxnum
 
 # No flag that assumes away NaN or inf, and no reassociation (it would
 # change the order of the sums and the exp range reduction). No "arcp"
@@ -153,6 +154,300 @@ def _grad(d, factor, finite, temperature, grad_scale):
     if finite:
         return d * factor
     return d / temperature * grad_scale
+
+
+@njit(**_INLINE)
+def _distill_slow(
+    srow,
+    trow,
+    y,
+    soft,
+    hard,
+    temperature,
+    inv_t,
+    alpha,
+    k_soft,
+    k_hard,
+    want_grad,
+    grow,
+    buf,
+):
+    """One row of distill_loss by the scalar rules (any row): returns the
+    loss and writes the gradient row; each exponential is recomputed in the
+    gradient pass."""
+    k = srow.shape[0]
+    ms = _row_max(srow)
+    mt = _row_max(trow) if soft else 0.0
+    top_s = _top(ms, temperature)
+    top_t = _top(mt, temperature)
+
+    # One pass: the normalisers of student and teacher at T, of the
+    # student at T = 1, and w = sum_j e^{a_j} (a_j - b_j) over e^{a_j}
+    # != 0, so that KL = w / S_a - log S_a + log S_b. The terms of a
+    # chunk go to buf (a loop without carried sums, which vectorises)
+    # and are added in fixed lanes; the counts are integers.
+    nb = 0
+    na = 0
+    n1 = 0
+    rb = 0.0
+    ra = 0.0
+    w = 0.0
+    r1 = 0.0
+    for start in range(0, k, _CHUNK):
+        size = min(_CHUNK, k - start)
+        for jj in range(size):
+            v = float64(srow[start + jj])
+            if soft:
+                b = _shift(v, ms, top_s, temperature, inv_t)
+                a = _shift(float64(trow[start + jj]), mt, top_t, temperature, inv_t)
+                ea = _exp(a)
+                nb += 1 if b == 0.0 else 0
+                na += 1 if a == 0.0 else 0
+                buf[0, jj] = 0.0 if b == 0.0 else _exp(b)
+                buf[1, jj] = 0.0 if a == 0.0 else ea
+                buf[2, jj] = 0.0 if ea == 0.0 else ea * (a - b)
+            if hard:
+                s1 = 0.0 if v == ms else v - ms
+                n1 += 1 if s1 == 0.0 else 0
+                buf[3, jj] = 0.0 if s1 == 0.0 else _exp(s1)
+        if soft:
+            rb += _lane_sum(buf[0], size)
+            ra += _lane_sum(buf[1], size)
+            w += _lane_sum(buf[2], size)
+        if hard:
+            r1 += _lane_sum(buf[3], size)
+    cb = float64(nb)
+    ca = float64(na)
+    c1 = float64(n1)
+    value = 0.0
+    lse_a = 0.0
+    lse_b = 0.0
+    lse_1 = 0.0
+    if soft:
+        lse_a = _log1p((ca - 1.0) + ra)
+        lse_b = _log1p((cb - 1.0) + rb)
+        kl = w / (ca + ra) - lse_a + lse_b
+        value += alpha * temperature * (temperature * kl)
+    if hard:
+        lse_1 = _log1p((c1 - 1.0) + r1)
+        s_y = 0.0 if float64(srow[y]) == ms else float64(srow[y]) - ms
+        value += (1.0 - alpha) * (lse_1 - s_y)
+
+    if want_grad:
+        for j in range(k):
+            v = float64(srow[j])
+            g = 0.0
+            if soft:
+                b = _shift(v, ms, top_s, temperature, inv_t)
+                a = _shift(float64(trow[j]), mt, top_t, temperature, inv_t)
+                g += k_soft * (_exp(b - lse_b) - _exp(a - lse_a))
+            if hard:
+                s1 = 0.0 if v == ms else v - ms
+                p = _exp(s1 - lse_1)
+                if j == y:
+                    p -= 1.0
+                g += k_hard * p
+            grow[j] = g
+    return value
+
+
+# --------------------------------------------------------------------------
+# Fast path of distill_loss: scratch rows of exponentials
+# --------------------------------------------------------------------------
+# Rows whose maxima are finite (nearly all) take this path: a vectorised
+# maximum, one pass per softmax writing e_j = exp(s_j) into a scratch row,
+# the sums of those rows, and the gradient from them, three exponentials
+# per entry in all. These helpers are compiled apart from the kernels (LLVM
+# inlines them, keeping their own flags): no fast-math flag at all, so the
+# shift (x - m) * a - c is not contracted into a fused multiply-add and
+# stays exactly 0 at the maximum, and error_model="numpy" keeps division
+# checks out of the loops.
+_FAST = dict(cache=True, nogil=True, error_model="numpy")
+
+
+def _exp_like(s, e):
+    """exp(s) for a float64 shift s <= 0 (or NaN), in the dtype of e."""
+    raise NotImplementedError  # replaced by the overload below in @njit code
+
+
+@overload(_exp_like, jit_options=dict(_FAST))
+def _exp_like_overload(s, e):
+    if e.dtype == types.float32:
+
+        def exp_float(s, e):
+            # exp(s) = exp_f32(hi) exp(lo) ~ exp_f32(hi) (1 + lo), hi = s
+            # rounded to float32 and lo the rest (|lo| <= 2^-24 |s|): about
+            # 1 float32 ulp, at the cost of the float32 polynomial. Below
+            # -160 the result is 0 anyway; the clamp keeps hi and lo finite
+            # (-inf gives 0, not 0 * inf) and lets NaN through.
+            u = -160.0 if s < -160.0 else s
+            hi = np.float32(u)
+            lo = np.float32(u - np.float64(hi))
+            return exp_f32(hi) * (np.float32(1.0) + lo)
+
+        return exp_float
+    return lambda s, e: exp_f64(s)
+
+
+@njit(**_FAST)
+def _vmax(row):
+    """max(row) skipping NaN (-inf if none): llvm.maxnum, whose reduction
+    LLVM vectorises."""
+    m = row.dtype.type(-np.inf)
+    for j in range(row.shape[0]):
+        m = maxnum(m, row[j])
+    return np.float64(m)
+
+
+@njit(fastmath={"reassoc"}, **_FAST)
+def _split_sum(e):
+    """(c, r): how many e_j == 1 and the sum of the others, in float64.
+
+    reassoc lets LLVM keep vector partial sums; the order is fixed by the
+    compiled loop, not by the thread count, and no exp or log is near.
+    """
+    r = 0.0
+    c = 0
+    for j in range(e.shape[0]):
+        v = np.float64(e[j])
+        r += 0.0 if v == 1.0 else v
+        c += v == 1.0
+    return np.float64(c), r
+
+
+@njit(fastmath={"reassoc"}, **_FAST)
+def _plain_sum(d):
+    """sum(d) with vector partial sums (see _split_sum)."""
+    r = 0.0
+    for j in range(d.shape[0]):
+        r += d[j]
+    return r
+
+
+@njit(**_FAST)
+def _exp_pass(x, m, a, c, divide, e):
+    """e_j = exp(s_j), s_j = (x_j - m) / a - c (divide) or (x_j - m) a - c;
+    returns (count of e_j == 1, sum of the others)."""
+    k = x.shape[0]
+    if divide:
+        for j in range(k):
+            e[j] = _exp_like((np.float64(x[j]) - m) / a - c, e)
+    else:
+        for j in range(k):
+            e[j] = _exp_like((np.float64(x[j]) - m) * a - c, e)
+    return _split_sum(e)
+
+
+@njit(**_FAST)
+def _exp_cross_pass(t, x, mt, ct, ms, cs, a, divide, e, d):
+    """The teacher's pass: as _exp_pass for t (mt, a, ct), plus the cross
+    term of KL, sum_j e_j (s_j - u_j) over the e_j != 0, u_j the student's
+    shift (ms, a, cs). Returns (count, rest, cross)."""
+    k = t.shape[0]
+    if divide:
+        for j in range(k):
+            sa = (np.float64(t[j]) - mt) / a - ct
+            sb = (np.float64(x[j]) - ms) / a - cs
+            ea = _exp_like(sa, e)
+            e[j] = ea
+            d[j] = 0.0 if ea == 0.0 else np.float64(ea) * (sa - sb)
+    else:
+        for j in range(k):
+            sa = (np.float64(t[j]) - mt) * a - ct
+            sb = (np.float64(x[j]) - ms) * a - cs
+            ea = _exp_like(sa, e)
+            e[j] = ea
+            d[j] = 0.0 if ea == 0.0 else np.float64(ea) * (sa - sb)
+    c, r = _split_sum(e)
+    return c, r, _plain_sum(d)
+
+
+@njit(**_FAST)
+def _distill_grad(g, eb, ib, ea, ia, ks, e1, i1, kh, soft, hard):
+    """g_j = ks (eb_j ib - ea_j ia) + kh e1_j i1, a term left out where it
+    does not apply (the caller fixes the label's entry)."""
+    k = g.shape[0]
+    if soft and hard:
+        for j in range(k):
+            g[j] = ks * (np.float64(eb[j]) * ib - np.float64(ea[j]) * ia) + kh * (
+                np.float64(e1[j]) * i1
+            )
+    elif soft:
+        for j in range(k):
+            g[j] = ks * (np.float64(eb[j]) * ib - np.float64(ea[j]) * ia)
+    elif hard:
+        for j in range(k):
+            g[j] = kh * (np.float64(e1[j]) * i1)
+    else:
+        for j in range(k):
+            g[j] = 0.0
+
+
+@njit(**_FAST)
+def _distill_fast(
+    srow,
+    trow,
+    y,
+    soft,
+    hard,
+    temperature,
+    inv_t,
+    alpha,
+    k_soft,
+    k_hard,
+    want_grad,
+    g,
+    scratch,
+    cross,
+):
+    """One row of distill_loss on the fast path: (True, loss), gradient
+    written; (False, 0) with nothing written when a maximum is not finite.
+    scratch holds the exponentials of the student's and the teacher's
+    shifts at T and of the student's at T = 1; cross is float64 room."""
+    ms = _vmax(srow)
+    mt = _vmax(trow) if soft else 0.0
+    if not (math.isfinite(ms) and math.isfinite(mt)):
+        return False, 0.0
+    eb = scratch[0]
+    ea = scratch[1]
+    e1 = scratch[2]
+    value = 0.0
+    ib = 0.0
+    ia = 0.0
+    i1 = 0.0
+    if soft:
+        # The order of _shift: x / T - max / T for T >= 1, else (x - max) / T.
+        divide = temperature < 1.0
+        if divide:
+            a, m_s, c_s, m_t, c_t = temperature, ms, 0.0, mt, 0.0
+        else:
+            a, m_s, c_s, m_t, c_t = inv_t, 0.0, ms * inv_t, 0.0, mt * inv_t
+        cb, rb = _exp_pass(srow, m_s, a, c_s, divide, eb)
+        ca, ra, w = _exp_cross_pass(
+            trow, srow, m_t, c_t, m_s, c_s, a, divide, ea, cross
+        )
+        # KL = w / S_a - log S_a + log S_b.
+        lse_a = math.log1p((ca - 1.0) + ra)
+        lse_b = math.log1p((cb - 1.0) + rb)
+        kl = w / (ca + ra) - lse_a + lse_b
+        value += alpha * temperature * (temperature * kl)
+        # e^{-lse} rather than 1 / S: the reference's exp(s - lse) exactly
+        # where e_j = 1.
+        ib = math.exp(-lse_b)
+        ia = math.exp(-lse_a)
+    if hard:
+        c1, r1 = _exp_pass(srow, ms, 1.0, 0.0, False, e1)
+        lse_1 = math.log1p((c1 - 1.0) + r1)
+        value += (1.0 - alpha) * (lse_1 - (np.float64(srow[y]) - ms))
+        i1 = math.exp(-lse_1)
+    if want_grad:
+        _distill_grad(g, eb, ib, ea, ia, k_soft, e1, i1, k_hard, soft, hard)
+        if hard:
+            gy = k_hard * (np.float64(e1[y]) * i1 - 1.0)
+            if soft:
+                gy = k_soft * (np.float64(eb[y]) * ib - np.float64(ea[y]) * ia) + gy
+            g[y] = gy
+    return True, value
 
 
 # --------------------------------------------------------------------------
@@ -300,84 +595,45 @@ def distill_rows(student, teacher, labels, temperature, alpha, grad_scale, loss,
     k_hard = (1.0 - alpha) * grad_scale
     tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
     for task in prange(tasks):
+        # Scratch rows of exponentials (in the logits' dtype) for the fast
+        # path, float64 chunk buffers for the slow one.
+        scratch = np.empty((3, k), student.dtype)
+        cross = np.empty(k, np.float64)
         buf = np.empty((4, _CHUNK))
+        no_grad = np.empty(0, grad.dtype)
         for i in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
-            srow = student[i]
-            trow = teacher[i]
-            ms = _row_max(srow)
-            mt = _row_max(trow) if soft else 0.0
-            top_s = _top(ms, temperature)
-            top_t = _top(mt, temperature)
-
-            # One pass: the normalisers of student and teacher at T, of the
-            # student at T = 1, and w = sum_j e^{a_j} (a_j - b_j) over e^{a_j}
-            # != 0, so that KL = w / S_a - log S_a + log S_b. The terms of a
-            # chunk go to buf (a loop without carried sums, which vectorises)
-            # and are added in fixed lanes; the counts are integers.
-            nb = 0
-            na = 0
-            n1 = 0
-            rb = 0.0
-            ra = 0.0
-            w = 0.0
-            r1 = 0.0
-            for start in range(0, k, _CHUNK):
-                size = min(_CHUNK, k - start)
-                for jj in range(size):
-                    v = float64(srow[start + jj])
-                    if soft:
-                        b = _shift(v, ms, top_s, temperature, inv_t)
-                        a = _shift(
-                            float64(trow[start + jj]), mt, top_t, temperature, inv_t
-                        )
-                        ea = _exp(a)
-                        nb += 1 if b == 0.0 else 0
-                        na += 1 if a == 0.0 else 0
-                        buf[0, jj] = 0.0 if b == 0.0 else _exp(b)
-                        buf[1, jj] = 0.0 if a == 0.0 else ea
-                        buf[2, jj] = 0.0 if ea == 0.0 else ea * (a - b)
-                    if hard:
-                        s1 = 0.0 if v == ms else v - ms
-                        n1 += 1 if s1 == 0.0 else 0
-                        buf[3, jj] = 0.0 if s1 == 0.0 else _exp(s1)
-                if soft:
-                    rb += _lane_sum(buf[0], size)
-                    ra += _lane_sum(buf[1], size)
-                    w += _lane_sum(buf[2], size)
-                if hard:
-                    r1 += _lane_sum(buf[3], size)
-            cb = float64(nb)
-            ca = float64(na)
-            c1 = float64(n1)
-            value = 0.0
-            lse_a = 0.0
-            lse_b = 0.0
-            lse_1 = 0.0
-            if soft:
-                lse_a = _log1p((ca - 1.0) + ra)
-                lse_b = _log1p((cb - 1.0) + rb)
-                kl = w / (ca + ra) - lse_a + lse_b
-                value += alpha * temperature * (temperature * kl)
-            y = 0
-            if hard:
-                y = labels[i]
-                lse_1 = _log1p((c1 - 1.0) + r1)
-                s_y = 0.0 if float64(srow[y]) == ms else float64(srow[y]) - ms
-                value += (1.0 - alpha) * (lse_1 - s_y)
+            y = labels[i] if hard else 0
+            g = grad[i] if want_grad else no_grad
+            done, value = _distill_fast(
+                student[i],
+                teacher[i],
+                y,
+                soft,
+                hard,
+                temperature,
+                inv_t,
+                alpha,
+                k_soft,
+                k_hard,
+                want_grad,
+                g,
+                scratch,
+                cross,
+            )
+            if not done:
+                value = _distill_slow(
+                    student[i],
+                    teacher[i],
+                    y,
+                    soft,
+                    hard,
+                    temperature,
+                    inv_t,
+                    alpha,
+                    k_soft,
+                    k_hard,
+                    want_grad,
+                    g,
+                    buf,
+                )
             loss[i] = value
-
-            if want_grad:
-                for j in range(k):
-                    v = float64(srow[j])
-                    g = 0.0
-                    if soft:
-                        b = _shift(v, ms, top_s, temperature, inv_t)
-                        a = _shift(float64(trow[j]), mt, top_t, temperature, inv_t)
-                        g += k_soft * (_exp(b - lse_b) - _exp(a - lse_a))
-                    if hard:
-                        s1 = 0.0 if v == ms else v - ms
-                        p = _exp(s1 - lse_1)
-                        if j == y:
-                            p -= 1.0
-                        g += k_hard * p
-                    grad[i, j] = g
