@@ -12,12 +12,14 @@ sum of the others, log sum exp(s) is log1p((c - 1) + r), exact even where r
 is below the rounding of 1.
 
 Fast path (every row whose maxima are finite): per row, a vectorised
-maximum (``fd_max``), then one pass per softmax that writes e_j = exp(s_j),
-in double, into a per-thread scratch row (C helpers below, whose loops GCC
-turns into libmvec vector calls), the sums of those rows in fixed vector
-lanes, and the gradient from the scratch rows: no exponential is evaluated
-twice, and the logs are taken once per row. distill_loss with labels costs
-three exponentials per entry, the least it can.
+maximum (``fd_max``), then one pass per softmax that writes e_j = exp(s_j)
+into a per-thread scratch row in the logits' dtype (C helpers below, whose
+loops GCC turns into libmvec vector calls; float logits get a float exp of
+the double shift, to about 1 float ulp), the sums of those rows in double
+in fixed vector lanes, and the gradient from the scratch rows: no
+exponential is evaluated twice, and the logs are taken once per row.
+distill_loss with labels costs three exponentials per entry, the least it
+can.
 
 Slow path (a row with a +inf or all -inf maximum, or a failed scratch
 allocation): the scalar routines ``_*_row``, which recompute each
