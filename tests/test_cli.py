@@ -331,6 +331,50 @@ def test_failure_midway_leaves_no_output(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "sub, out, reason",
+    [
+        # /proc refuses new files (ENOENT) and /sys denies them (EACCES),
+        # even to root, for whom a chmod-ed folder would still be writable.
+        ("softmax", "/proc/fastdiv-test-out.npy", "No such file"),
+        ("nearest", "/sys/fastdiv-test-out.csv", "Permission denied"),
+    ],
+)
+def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, sub, out, reason):
+    np.save(tmp_path / "x.npy", np.full((3, 4), 0.25))
+    args = ("-k", "1") if sub == "nearest" else ()
+    proc = run(sub, tmp_path / "x.npy", *args, "-o", out, check=False)
+    assert_bad_input(proc, out, "cannot be written", reason)
+    assert leftovers(tmp_path) == []
+
+
+def test_write_errors_of_the_output_file_system_name_the_output(tmp_path, monkeypatch):
+    import errno
+
+    from fastdiv._cli.errors import InputError
+    from fastdiv._cli.writers import atomic_output
+
+    # A read-only mount fails when the temporary file is created.
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    with monkeypatch.context() as m:
+        m.setattr("tempfile.mkstemp", read_only)
+        with pytest.raises(InputError, match="y.npy: cannot be written: .*EROFS"):
+            with atomic_output(tmp_path / "y.npy"):
+                raise AssertionError("the body must not run")
+    # A full disk fails while writing: the temporary file goes too.
+    with pytest.raises(InputError, match="y.npy: cannot be written: .*ENOSPC"):
+        with atomic_output(tmp_path / "y.npy"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert os.listdir(tmp_path) == []
+    # Other errors of the body (reading an input, say) pass through.
+    with pytest.raises(PermissionError):
+        with atomic_output(tmp_path / "y.npy"):
+            raise PermissionError(errno.EACCES, "an input")
+    assert os.listdir(tmp_path) == []
+
+
 # --------------------------------------------------------------------------
 # bad input: one line, exit code 2
 # --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ temporary file instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 
@@ -47,23 +48,59 @@ def atomic_output(out):
 
     On any exception, including KeyboardInterrupt and SystemExit, the
     temporary file is removed and ``out`` is left as it was.
+
+    An OSError in creating the temporary file or renaming it, or one of
+    :data:`_OUTPUT_ERRNOS` while writing it (a full disk, say), becomes an
+    InputError naming ``out`` and the system's reason, so that every
+    subcommand reports an unwritable destination as one line and exit 2.
     """
-    out = os.path.abspath(os.fspath(out))
+    shown = os.fspath(out)
+    out = os.path.abspath(shown)
     folder, name = os.path.split(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise _unwritable(shown, exc) from None
     os.close(fd)
     try:
         yield tmp
+    except BaseException as exc:
+        _discard(tmp)
+        if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+            raise _unwritable(shown, exc) from None
+        raise
+    try:
         # mkstemp makes the file private (0600); give it the permissions a
         # plain open() would have.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        _discard(tmp)
+        if isinstance(exc, OSError):
+            raise _unwritable(shown, exc) from None
         raise
+
+
+# Errors while the body writes that can only be about the destination's file
+# system. Not EACCES or EIO: the body may still read an input (a streamed
+# .npy), and such an error must not be blamed on the output.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def _unwritable(out: str, exc: OSError) -> InputError:
+    """The one-line error for an OSError on the output file ``out``."""
+    reason = exc.strerror or str(exc)
+    code = errno.errorcode.get(exc.errno) if exc.errno else None
+    return InputError(
+        out, f"cannot be written: {reason}" + (f" ({code})" if code else "")
+    )
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 def _number_format(dtype: np.dtype) -> str:
