@@ -197,7 +197,10 @@ def nearest(
         Bytes of working memory: P and Q are processed in blocks sized so
         that the block matrix and its temporaries stay within it (besides
         the inputs, the (n, k) results and, for "kl" and "cross_entropy",
-        log Q). The n x m matrix is never held.
+        log Q). The n x m matrix is never held. It must be >= 1 (ValueError
+        otherwise). A budget smaller than the smallest block, one row of P
+        against min(m, max(k + 1, 4096)) rows of Q, is not an error: that
+        smallest block is used, so the memory used may exceed the budget.
 
     Returns
     -------
@@ -238,6 +241,11 @@ def nearest(
         memory_budget, numbers.Integral
     ):
         raise TypeError(f"memory_budget must be an integer, got {memory_budget!r}")
+    if memory_budget < 1:
+        raise ValueError(
+            "memory_budget must be a positive integer number of bytes, got "
+            f"{int(memory_budget)}"
+        )
 
     # About 40 bytes per entry of a block: the float64 values, the int64
     # candidate indices and the masks of the selection.

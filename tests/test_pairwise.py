@@ -287,3 +287,22 @@ def test_nearest_k_errors(rng):
         fd.nearest(P, k=0)
     idx, _ = fd.nearest(P, P, k=5)
     assert idx.shape == (5, 5)
+
+
+@pytest.mark.parametrize("budget", [0, -5])
+def test_nearest_memory_budget_must_be_positive(budget, rng):
+    P = _dists(rng, 5, 3)
+    with pytest.raises(ValueError, match="memory_budget must be a positive"):
+        fd.nearest(P, P, k=2, memory_budget=budget)
+    with pytest.raises(TypeError, match="memory_budget"):
+        fd.nearest(P, P, k=2, memory_budget=1.5)
+
+
+def test_nearest_budget_below_one_block_uses_the_smallest_block(rng):
+    # 1 byte cannot hold one row of a block: the documented clamp to one row
+    # of P per block gives the same answer as an ample budget.
+    P, Q = _dists(rng, 6, 3), _dists(rng, 9, 3)
+    small = fd.nearest(P, Q, k=2, memory_budget=1)
+    ample = fd.nearest(P, Q, k=2)
+    np.testing.assert_array_equal(small[0], ample[0])
+    np.testing.assert_array_equal(small[1], ample[1])
