@@ -247,11 +247,11 @@ cdef extern from * nogil:
                                   double a, int divide, float *e, double *ones,
                                   double *cross)
     void fdl_grad_one_f64(double *g, Py_ssize_t k, const double *e, double mul,
-                          double pre, double sub, const double *t, double factor, int finite,
-                          double temperature, double scale)
+                          double pre, double sub, const double *t, double factor,
+                          int finite, double temperature, double scale)
     void fdl_grad_one_f32(float *g, Py_ssize_t k, const float *e, double mul,
-                          double pre, double sub, const float *t, double factor, int finite,
-                          double temperature, double scale)
+                          double pre, double sub, const float *t, double factor,
+                          int finite, double temperature, double scale)
     void fdl_grad_distill_f64(double *g, Py_ssize_t k, const double *eb,
                               double ib, const double *ea, double ia, double ks,
                               const double *e1, double i1, double kh)
@@ -489,8 +489,8 @@ cdef inline double _exp_rest_cross(const real* t, const real* x, Py_ssize_t k,
 
 
 cdef inline void _grad_one(real* g, Py_ssize_t k, const real* e, double mul,
-                           double pre, double sub, const real* t, double factor, bint finite,
-                           double temperature, double scale) noexcept nogil:
+                           double pre, double sub, const real* t, double factor,
+                           bint finite, double temperature, double scale) noexcept nogil:
     if real is float:
         fdl_grad_one_f32(g, k, e, mul, pre, sub, t, factor, finite, temperature,
                          scale)
