@@ -190,7 +190,8 @@ def nearest(
         never its own neighbour.
     k : int, default 10
         Neighbours per row, 1 <= k <= m (m - 1 with Q=None); a larger k
-        raises ValueError, as ``torch.topk`` does.
+        raises ValueError, as ``torch.topk`` does. When P has no rows the
+        results are empty (0, k) arrays, whatever the number of rows of Q.
     metric, base, normalize, check, backend
         As in :func:`pairwise`.
     memory_budget : int, default 256 MiB
@@ -232,7 +233,10 @@ def nearest(
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     k = int(k)
-    if k > avail:
+    # With no query rows there is nothing to search for: empty results, as
+    # SciPy's KDTree and scikit-learn give for an empty query, even when the
+    # rows to search (P itself) are too few for k.
+    if k > avail and n > 0:
         raise ValueError(
             f"k={k} is larger than the {avail} rows of "
             f"{'P other than the row itself' if ops.symmetric else 'Q'}"
@@ -256,6 +260,8 @@ def nearest(
 
     idx_out = np.empty((n, k), np.int64)
     val_out = np.empty((n, k), ops.dtype)
+    if n == 0:
+        return idx_out, val_out
     for r0 in range(0, n, bn):
         r1 = min(n, r0 + bn)
         top = _TopK(r1 - r0, k)

@@ -532,6 +532,15 @@ def test_pairwise_refuses_a_matrix_too_large_before_any_work(tmp_path):
     assert not (tmp_path / "d.npy").exists() and leftovers(tmp_path) == []
 
 
+def test_nearest_of_an_empty_file_writes_only_the_header(tmp_path):
+    np.save(tmp_path / "empty.npy", np.empty((0, 4)))
+    run("nearest", tmp_path / "empty.npy", "-k", 1, "-o", tmp_path / "nn.csv")
+    assert (tmp_path / "nn.csv").read_text() == "row,rank,neighbour,value\n"
+    run("nearest", tmp_path / "empty.npy", "-k", 2, "-o", tmp_path / "nn.npz")
+    with np.load(tmp_path / "nn.npz") as f:
+        assert f["indices"].shape == (0, 2) and f["values"].shape == (0, 2)
+
+
 def test_nearest_csv_against_the_function(tmp_path, probs):
     np.savetxt(tmp_path / "p.csv", probs, delimiter=",")
     run("nearest", tmp_path / "p.csv", "-k", 3, "-o", tmp_path / "n.csv")

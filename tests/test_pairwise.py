@@ -306,3 +306,16 @@ def test_nearest_budget_below_one_block_uses_the_smallest_block(rng):
     ample = fd.nearest(P, Q, k=2)
     np.testing.assert_array_equal(small[0], ample[0])
     np.testing.assert_array_equal(small[1], ample[1])
+
+
+def test_nearest_of_empty_p_is_empty(rng):
+    # No query rows: (0, k) results, as for an empty query in SciPy's KDTree,
+    # even though P itself has too few rows for k.
+    for Q in (None, _dists(rng, 3, 4), np.empty((0, 4))):
+        idx, val = fd.nearest(np.empty((0, 4)), Q, k=5)
+        assert idx.shape == val.shape == (0, 5)
+        assert idx.dtype == np.int64 and val.dtype == np.float64
+    idx, val = fd.nearest(sp.csr_matrix((0, 4), dtype=np.float32), k=1)
+    assert idx.shape == (0, 1) and val.dtype == np.float32
+    with pytest.raises(ValueError, match="positive"):
+        fd.nearest(np.empty((0, 4)), k=0)
