@@ -490,7 +490,8 @@ cdef inline double _exp_rest_cross(const real* t, const real* x, Py_ssize_t k,
 
 cdef inline void _grad_one(real* g, Py_ssize_t k, const real* e, double mul,
                            double pre, double sub, const real* t, double factor,
-                           bint finite, double temperature, double scale) noexcept nogil:
+                           bint finite, double temperature,
+                           double scale) noexcept nogil:
     if real is float:
         fdl_grad_one_f32(g, k, e, mul, pre, sub, t, factor, finite, temperature,
                          scale)
