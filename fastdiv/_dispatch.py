@@ -154,6 +154,8 @@ def options(backend: str | None = None, threads: int | None = None):
     threads : int, optional
         Number of threads the compiled backends use (at least 1). More than
         the machine's cores is allowed and capped at the cores Numba saw.
+        Anything else, a string such as "2" included (digit strings are
+        only for FASTDIV_NUM_THREADS), raises ValueError.
 
     Examples
     --------
@@ -193,16 +195,30 @@ def _check_backend_name(name, where: str) -> str:
 
 
 def _check_threads(threads, where: str) -> int:
-    # Accept an int (not a bool) or, from the environment, a string of digits.
+    """An int (not a bool, nor a string: see :func:`_parse_threads`) >= 1.
+
+    Every bad value is a ValueError, as in fastdiv.dask, whatever its type.
+    """
     if isinstance(threads, str):
-        value = int(threads) if threads.strip().isdigit() else 0
-    elif isinstance(threads, bool) or not hasattr(threads, "__index__"):
+        raise ValueError(
+            f"{where} must be a positive integer, got the string {threads!r} "
+            "(strings are read only from FASTDIV_NUM_THREADS)"
+        )
+    if isinstance(threads, bool) or not hasattr(threads, "__index__"):
         value = 0
     else:
         value = threads.__index__()
     if value < 1:
         raise ValueError(f"{where} must be a positive integer, got {threads!r}")
     return value
+
+
+def _parse_threads(text: str, where: str) -> int:
+    """The thread count an environment variable spells in digits."""
+    # isdecimal, not isdigit: int() refuses digits such as "²".
+    if not text.strip().isdecimal() or int(text) < 1:
+        raise ValueError(f"{where} must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def requested_backend(backend: str | None) -> str:
@@ -229,7 +245,7 @@ def num_threads() -> int:
         return scoped
     env = os.environ.get("FASTDIV_NUM_THREADS")
     if env:
-        return _check_threads(env, "the environment variable FASTDIV_NUM_THREADS")
+        return _parse_threads(env, "the environment variable FASTDIV_NUM_THREADS")
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -129,6 +129,14 @@ def test_options_bad_threads(threads):
         pass
 
 
+@pytest.mark.parametrize("threads", ["2", " 2 ", "1"])
+def test_options_threads_refuses_digit_strings(threads):
+    # Digit strings are the environment variable's spelling, not options()'s.
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        with fd.options(threads=threads):
+            pass
+
+
 def test_options_backend_used_by_calls(clean_registry, monkeypatch):
     _unusable(monkeypatch, "numba", "simulated")
     with fd.options(backend="numba"):
@@ -173,7 +181,7 @@ def test_env_threads(clean_registry, monkeypatch):
     assert _dispatch.num_threads() == 2
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "\u00b2"])
 def test_env_threads_invalid(clean_registry, monkeypatch, value):
     monkeypatch.setenv("FASTDIV_NUM_THREADS", value)
     with pytest.raises(ValueError, match="FASTDIV_NUM_THREADS"):
