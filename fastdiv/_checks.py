@@ -50,15 +50,34 @@ def as_float_array(x, name: str) -> np.ndarray:
 
 def check_temperature(temperature, name: str = "temperature") -> float:
     """Return the temperature as a Python float after checking it is a finite
-    real number greater than 0."""
+    real number greater than 0.
+
+    Accepted: Python and NumPy real scalars (ints and floats, not bools).
+    Any other type raises TypeError, arrays included, even 0-d ones: the
+    message says to pass ``float(t)``, so that a temperature is never an
+    array by accident (one whose shape would broadcast against the rows). A
+    value that is not finite, not > 0, or too large for a float64 (an int
+    such as ``10**400``) raises ValueError. Both name ``name``.
+    """
+    if isinstance(temperature, np.ndarray):
+        raise TypeError(
+            f"{name} must be a real number, got a {temperature.ndim}-d array of "
+            f"shape {temperature.shape}; pass a scalar such as float(t)"
+        )
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(
             f"{name} must be a real number, got {type(temperature).__name__} "
             f"{temperature!r}"
         )
-    value = float(temperature)
+    try:
+        value = float(temperature)
+    except OverflowError:
+        raise ValueError(
+            f"{name} must be finite and > 0, got a value of type "
+            f"{type(temperature).__name__} too large for a float64"
+        ) from None
     if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be finite and > 0, got {temperature!r}")
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     return value
 
 

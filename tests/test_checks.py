@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -141,6 +143,19 @@ def test_check_temperature_rejects_values(t):
 @pytest.mark.parametrize("t", ["1.0", None, True, False, 1j, [1.0], np.array(1.0)])
 def test_check_temperature_rejects_types(t):
     with pytest.raises(TypeError, match=r"^temperature\b"):
+        check_temperature(t)
+
+
+@pytest.mark.parametrize("t", [10**400, -(10**400), Fraction(10**400, 3)])
+def test_check_temperature_too_large_for_a_float_is_a_value_error(t):
+    # float(10**400) raises OverflowError; the check names the argument.
+    with pytest.raises(ValueError, match=r"^temperature\b.*too large"):
+        check_temperature(t)
+
+
+@pytest.mark.parametrize("t", [np.array(2.0), np.array(3), np.array([2.0])])
+def test_check_temperature_arrays_are_a_type_error_saying_float(t):
+    with pytest.raises(TypeError, match=r"^temperature\b.*array.*float\(t\)"):
         check_temperature(t)
 
 

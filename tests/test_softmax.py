@@ -436,6 +436,16 @@ def test_bad_temperature_names_it(backend, fn, temperature, exc):
 
 
 @pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
+def test_temperature_too_large_for_a_float_is_a_value_error(fn):
+    # float(10**400) raises OverflowError, which used to escape as is.
+    with pytest.raises(ValueError, match="temperature.*too large"):
+        fn(np.zeros((2, 3)), temperature=10**400, backend="numpy")
+    # A 0-d array is refused like any array, with a hint.
+    with pytest.raises(TypeError, match=r"temperature.*float\(t\)"):
+        fn(np.zeros((2, 3)), temperature=np.array(2.0), backend="numpy")
+
+
+@pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("axis", [2, -3, 10])
 def test_axis_out_of_range(backend, fn, axis):
     with pytest.raises(ValueError, match="axis"):
