@@ -23,9 +23,14 @@ def as_float_array(x, name: str) -> np.ndarray:
 
     float32 and float64 are kept; float16 becomes float32; booleans and
     integers become float64. Complex, object, string and other dtypes raise
-    TypeError naming the argument.
+    TypeError naming the argument; nested sequences NumPy cannot make an
+    array of (rows of different lengths) raise ValueError naming it.
     """
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError as exc:
+        # NumPy's "inhomogeneous shape" message says what, not which argument.
+        raise ValueError(f"{name} cannot be converted to an array: {exc}") from None
     kind = arr.dtype.kind
     if kind == "f":
         if arr.dtype.itemsize <= 4:

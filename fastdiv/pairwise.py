@@ -490,11 +490,13 @@ class _Operands:
 
 
 def _prepare_dense(x, name, normalize, check, backend):
-    if np.ndim(x) != 2:
+    # Converted first, so that ragged rows are reported by as_float_array.
+    arr = as_float_array(x, name)
+    if arr.ndim != 2:
         raise ValueError(
-            f"{name} must be 2-D (rows of distributions), got shape {np.shape(x)}"
+            f"{name} must be 2-D (rows of distributions), got shape {arr.shape}"
         )
-    arr = np.ascontiguousarray(as_float_array(x, name))
+    arr = np.ascontiguousarray(arr)
     return check_probabilities(
         arr, name, normalize=normalize, check=check, backend=backend
     )

@@ -99,6 +99,12 @@ def test_as_float_array_rejects_non_real(x):
 @pytest.mark.skipif(
     np.dtype(np.longdouble).itemsize <= 8, reason="long double is double here"
 )
+@pytest.mark.parametrize("x", [[[1, 2], [3]], [[1.0], [2.0, [3.0]]]])
+def test_as_float_array_ragged_input_is_a_value_error_naming_it(x):
+    with pytest.raises(ValueError, match=r"^logits cannot be converted.*shape"):
+        as_float_array(x, "logits")
+
+
 def test_as_float_array_rejects_long_double():
     with pytest.raises(TypeError, match=r"^x\b.*float64"):
         as_float_array(np.ones(2, np.longdouble), "x")

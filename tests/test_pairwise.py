@@ -319,3 +319,11 @@ def test_nearest_of_empty_p_is_empty(rng):
     assert idx.shape == (0, 1) and val.dtype == np.float32
     with pytest.raises(ValueError, match="positive"):
         fd.nearest(np.empty((0, 4)), k=0)
+
+
+def test_ragged_rows_are_a_value_error_naming_the_argument(rng):
+    P = _dists(rng, 3, 2)
+    with pytest.raises(ValueError, match=r"^P cannot be converted"):
+        fd.pairwise([[1.0, 0.0], [1.0]])
+    with pytest.raises(ValueError, match=r"^Q cannot be converted"):
+        fd.nearest(P, [[1.0, 0.0], [1.0]], k=1)

@@ -436,6 +436,12 @@ def test_bad_temperature_names_it(backend, fn, temperature, exc):
 
 
 @pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
+def test_ragged_x_is_a_value_error_naming_x(fn):
+    with pytest.raises(ValueError, match=r"^x cannot be converted"):
+        fn([[1, 2], [3]], backend="numpy")
+
+
+@pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
 def test_temperature_too_large_for_a_float_is_a_value_error(fn):
     # float(10**400) raises OverflowError, which used to escape as is.
     with pytest.raises(ValueError, match="temperature.*too large"):
