@@ -53,6 +53,14 @@ def as_float_array(x, name: str) -> np.ndarray:
     return arr.astype(dtype, copy=False)
 
 
+def shown(value) -> str:
+    """``repr(value)`` for a message, a NumPy scalar shown as the Python
+    number (or string) it holds: NumPy 2 writes ``np.float64(-0.03)``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def check_temperature(temperature, name: str = "temperature") -> float:
     """Return the temperature as a Python float after checking it is a finite
     real number greater than 0.
@@ -72,7 +80,7 @@ def check_temperature(temperature, name: str = "temperature") -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(
             f"{name} must be a real number, got {type(temperature).__name__} "
-            f"{temperature!r}"
+            f"{shown(temperature)}"
         )
     try:
         value = float(temperature)
@@ -89,7 +97,7 @@ def check_temperature(temperature, name: str = "temperature") -> float:
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     """A non-negative axis index; AxisError (a ValueError) if out of range."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {axis!r}")
+        raise TypeError(f"{name} must be an integer, got {shown(axis)}")
     return normalize_axis_index(int(axis), ndim, msg_prefix=name)
 
 

@@ -30,6 +30,8 @@ import os
 from collections.abc import Callable
 from typing import NamedTuple
 
+from fastdiv._checks import shown
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("numpy", "numba", "cython")
@@ -189,7 +191,8 @@ def options(backend: str | None = None, threads: int | None = None):
 def _check_backend_name(name, where: str) -> str:
     if not isinstance(name, str) or name.lower() not in _CHOICES:
         raise ValueError(
-            f"{where} must be one of {', '.join(map(repr, _CHOICES))}, got {name!r}"
+            f"{where} must be one of {', '.join(map(repr, _CHOICES))}, "
+            f"got {shown(name)}"
         )
     return name.lower()
 
@@ -201,7 +204,7 @@ def _check_threads(threads, where: str) -> int:
     """
     if isinstance(threads, str):
         raise ValueError(
-            f"{where} must be a positive integer, got the string {threads!r} "
+            f"{where} must be a positive integer, got the string {shown(threads)} "
             "(strings are read only from FASTDIV_NUM_THREADS)"
         )
     if isinstance(threads, bool) or not hasattr(threads, "__index__"):
@@ -209,7 +212,7 @@ def _check_threads(threads, where: str) -> int:
     else:
         value = threads.__index__()
     if value < 1:
-        raise ValueError(f"{where} must be a positive integer, got {threads!r}")
+        raise ValueError(f"{where} must be a positive integer, got {shown(threads)}")
     return value
 
 

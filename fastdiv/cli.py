@@ -325,8 +325,8 @@ def _describe(value) -> str:
     if np.isnan(value):
         return "a NaN"
     if np.isinf(value):
-        return f"an infinite entry ({value})"
-    return f"a negative entry ({value!r})"
+        return f"an infinite entry ({float(value)})"
+    return f"a negative entry ({float(value)!r})"
 
 
 def _read_pair(p, q, normalize):

@@ -47,7 +47,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import fastdiv
-from fastdiv._checks import as_float_array, check_temperature, normalize_axis
+from fastdiv._checks import (
+    as_float_array,
+    check_temperature,
+    normalize_axis,
+    shown,
+)
 from fastdiv.divergence import _log_base
 from fastdiv.pairwise import (
     _check_metric,
@@ -537,14 +542,16 @@ def nearest(
     _log_base(base, sqrt=metric == "js_distance")
     threads = _check_task_threads(threads)
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise ValueError(f"k must be a positive integer, got {shown(k)}")
     k = int(k)
     if (
         isinstance(split_every, bool)
         or not isinstance(split_every, numbers.Integral)
         or split_every < 2
     ):
-        raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
+        raise ValueError(
+            f"split_every must be an integer >= 2, got {shown(split_every)}"
+        )
     A, B, dtype = _prepared_operands(P, Q, normalize, check, threads, backend)
     symmetric = Q is None
     m = A.shape[0] if symmetric else B.shape[0]
@@ -699,9 +706,9 @@ def _check_task_threads(threads):
     if threads is None:
         return 1
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        raise ValueError(f"threads must be a positive integer, got {shown(threads)}")
     if threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        raise ValueError(f"threads must be a positive integer, got {shown(threads)}")
     return int(threads)
 
 

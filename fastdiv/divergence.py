@@ -12,6 +12,7 @@ from fastdiv._checks import (
     check_out,
     check_probabilities,
     normalize_axis,
+    shown,
     to_rows,
 )
 from fastdiv._dispatch import kernel_for
@@ -358,13 +359,13 @@ def _log_base(base, sqrt: bool) -> float | None:
     if base is None:
         return None
     if isinstance(base, bool) or not isinstance(base, numbers.Real):
-        raise TypeError(f"base must be a real number, got {base!r}")
+        raise TypeError(f"base must be a real number, got {shown(base)}")
     value = float(base)
     if not (math.isfinite(value) and value > 0.0 and value != 1.0):
-        raise ValueError(f"base must be finite, > 0 and != 1, got {base!r}")
+        raise ValueError(f"base must be finite, > 0 and != 1, got {shown(base)}")
     if sqrt and value < 1.0:
         raise ValueError(
-            f"base must be > 1 for js_distance (got {base!r}): in a base below "
+            f"base must be > 1 for js_distance (got {shown(base)}): in a base below "
             "1 the divergence is negative and has no square root"
         )
     return math.log(value)

@@ -26,7 +26,12 @@ import numbers
 
 import numpy as np
 
-from fastdiv._checks import as_float_array, check_out, check_probabilities
+from fastdiv._checks import (
+    as_float_array,
+    check_out,
+    check_probabilities,
+    shown,
+)
 from fastdiv._dispatch import kernel_for, num_threads
 from fastdiv.divergence import _log_base
 
@@ -231,7 +236,7 @@ def nearest(
     n, m = ops.n, ops.m
     avail = m - 1 if ops.symmetric else m
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise ValueError(f"k must be a positive integer, got {shown(k)}")
     k = int(k)
     # With no query rows there is nothing to search for: empty results, as
     # SciPy's KDTree and scikit-learn give for an empty query, even when the
@@ -244,7 +249,7 @@ def nearest(
     if isinstance(memory_budget, bool) or not isinstance(
         memory_budget, numbers.Integral
     ):
-        raise TypeError(f"memory_budget must be an integer, got {memory_budget!r}")
+        raise TypeError(f"memory_budget must be an integer, got {shown(memory_budget)}")
     if memory_budget < 1:
         raise ValueError(
             "memory_budget must be a positive integer number of bytes, got "
@@ -290,7 +295,7 @@ def nearest(
 def _check_metric(metric) -> str:
     if not isinstance(metric, str) or metric not in METRICS:
         raise ValueError(
-            f"unknown metric {metric!r}; the known metrics are "
+            f"unknown metric {shown(metric)}; the known metrics are "
             f"{', '.join(map(repr, METRICS))}"
         )
     return metric

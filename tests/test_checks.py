@@ -14,6 +14,7 @@ from fastdiv._checks import (
     check_temperature,
     kernel_target,
     normalize_axis,
+    shown,
     sum_tolerance,
     to_rows,
 )
@@ -367,3 +368,31 @@ def test_check_probabilities_empty():
     assert check_probabilities(np.zeros((0, 3)), "p").shape == (0, 3)
     # A row of no entries has nothing to sum: it is not rejected.
     assert check_probabilities(np.zeros((2, 0)), "p").shape == (2, 0)
+
+
+@pytest.mark.parametrize(
+    "value, want",
+    [
+        (np.float64(-0.0336), "-0.0336"),
+        (np.float32(0.5), "0.5"),
+        (np.int8(0), "0"),
+        (np.str_("gpu"), "'gpu'"),
+        (-0.0336, "-0.0336"),
+        ([1], "[1]"),
+    ],
+)
+def test_shown_writes_numpy_scalars_as_python_values(value, want):
+    assert shown(value) == want
+
+
+def test_messages_show_no_numpy_scalar_reprs():
+    p = np.array([[0.5, 0.5], [1.0336, -0.0336]])
+    with pytest.raises(ValueError) as info:
+        check_probabilities(p, "p")
+    assert "(-0.0336 in column 1)" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        check_temperature(np.float32(0.0))
+    with pytest.raises(TypeError) as info2:
+        normalize_axis(np.float64(1.0), 2)
+    for err in (info.value, info2.value):
+        assert "np." not in str(err), str(err)

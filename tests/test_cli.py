@@ -426,6 +426,15 @@ def test_ragged_and_non_numeric_csv(tmp_path):
     assert_bad_input(proc, "w.csv", "line 2", "abc")
 
 
+def test_bad_entry_is_shown_as_a_plain_number(tmp_path, probs):
+    # NumPy 2 would write np.float64(-0.0336); the message shows the number.
+    probs[4, 1] = -0.0336
+    np.save(tmp_path / "p.npy", probs)
+    proc = run("nearest", tmp_path / "p.npy", "-o", tmp_path / "n.csv", check=False)
+    assert_bad_input(proc, "p.npy", "row 4", "negative entry (-0.0336) in column 1")
+    assert "np." not in proc.stderr
+
+
 @pytest.mark.parametrize("value, word", [(np.nan, "NaN"), (-0.25, "negative")])
 def test_bad_probabilities_name_the_row(tmp_path, probs, value, word):
     p = probs.copy()

@@ -137,6 +137,13 @@ def test_options_threads_refuses_digit_strings(threads):
             pass
 
 
+def test_options_messages_show_no_numpy_scalar_reprs():
+    for kwargs in (dict(threads=np.int8(0)), dict(backend=np.str_("gpu"))):
+        with pytest.raises(ValueError) as info, fd.options(**kwargs):
+            pass
+        assert "np." not in str(info.value), str(info.value)
+
+
 def test_options_backend_used_by_calls(clean_registry, monkeypatch):
     _unusable(monkeypatch, "numba", "simulated")
     with fd.options(backend="numba"):

@@ -327,3 +327,21 @@ def test_ragged_rows_are_a_value_error_naming_the_argument(rng):
         fd.pairwise([[1.0, 0.0], [1.0]])
     with pytest.raises(ValueError, match=r"^Q cannot be converted"):
         fd.nearest(P, [[1.0, 0.0], [1.0]], k=1)
+
+
+def test_messages_show_no_numpy_scalar_reprs(rng):
+    P = _dists(rng, 4, 3)
+    bad = P.copy()
+    bad[2, 1] = -0.0336
+    for arg in (bad, sp.csr_matrix(bad)):
+        with pytest.raises(ValueError, match=r"row 2 has a negative entry \(-0.0336 "):
+            fd.pairwise(arg)
+    for kwargs in (
+        dict(k=np.int64(0)),
+        dict(k=1, memory_budget=np.int64(-5)),
+        dict(k=1, base=np.float64(1.0)),
+        dict(k=1, metric=np.str_("euclid")),
+    ):
+        with pytest.raises(ValueError) as info:
+            fd.nearest(P, **kwargs)
+        assert "np." not in str(info.value), str(info.value)
