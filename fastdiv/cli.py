@@ -329,6 +329,16 @@ def _describe(value) -> str:
     return f"a negative entry ({float(value)!r})"
 
 
+def _check_base(base, metric) -> None:
+    """Refuse a bad --base before any input is read, naming the option."""
+    from fastdiv.divergence import _log_base
+
+    try:
+        _log_base(base, sqrt=metric == "js_distance", name="--base")
+    except (TypeError, ValueError) as exc:
+        raise InputError(None, str(exc)) from None
+
+
 def _read_pair(p, q, normalize):
     P = _read_distributions(p, normalize)
     Q = None if q is None else _read_distributions(q, normalize)
@@ -400,6 +410,7 @@ def pairwise(p, q, out, metric, normalize, base, force, backend, threads, schedu
     """
     fmt_out = output_format(out, ("npy", "csv"))
     check_destination(out, [p, q], force)
+    _check_base(base, metric)
     P, Q = _read_pair(p, q, normalize)
     n, m = P.shape[0], (P if Q is None else Q).shape[0]
     dtype = _result_dtype(P, Q)
@@ -472,6 +483,7 @@ def nearest(p, q, k, out, metric, normalize, base, force, backend, threads, sche
     """
     fmt_out = output_format(out, ("csv", "npz"))
     check_destination(out, [p, q], force)
+    _check_base(base, metric)
     P, Q = _read_pair(p, q, normalize)
     kwargs = dict(k=k, metric=metric, base=base, normalize=normalize, check=False)
     if scheduler is not None:

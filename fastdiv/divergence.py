@@ -354,18 +354,24 @@ def js_distance(
 # --------------------------------------------------------------------------
 
 
-def _log_base(base, sqrt: bool) -> float | None:
-    """log(base) as a Python float, or None for the natural logarithm."""
+def _log_base(base, sqrt: bool, name: str = "base") -> float | None:
+    """log(base) as a Python float, or None for the natural logarithm.
+
+    ``name`` is the argument the messages name (the command line's --base).
+    """
     if base is None:
         return None
     if isinstance(base, bool) or not isinstance(base, numbers.Real):
-        raise TypeError(f"base must be a real number, got {shown(base)}")
-    value = float(base)
+        raise TypeError(f"{name} must be a real number, got {shown(base)}")
+    try:
+        value = float(base)
+    except OverflowError:  # an int such as 10**400
+        value = math.inf
     if not (math.isfinite(value) and value > 0.0 and value != 1.0):
-        raise ValueError(f"base must be finite, > 0 and != 1, got {shown(base)}")
+        raise ValueError(f"{name} must be finite, > 0 and != 1, got {shown(base)}")
     if sqrt and value < 1.0:
         raise ValueError(
-            f"base must be > 1 for js_distance (got {shown(base)}): in a base below "
+            f"{name} must be > 1 for js_distance (got {shown(base)}): in a base below "
             "1 the divergence is negative and has no square root"
         )
     return math.log(value)

@@ -541,6 +541,22 @@ def test_pairwise_refuses_a_matrix_too_large_before_any_work(tmp_path):
     assert not (tmp_path / "d.npy").exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "sub, args, fragment",
+    [
+        ("pairwise", ("--base", "1"), "!= 1, got 1.0"),
+        ("pairwise", ("--base", "nan"), "finite"),
+        ("nearest", ("-m", "js_distance", "--base", "0.5", "-k", "1"), "> 1"),
+    ],
+)
+def test_bad_base_names_the_option(tmp_path, probs, sub, args, fragment):
+    np.save(tmp_path / "p.npy", probs)
+    out = tmp_path / ("o.npy" if sub == "pairwise" else "o.csv")
+    proc = run(sub, tmp_path / "p.npy", "-o", out, *args, check=False)
+    assert_bad_input(proc, "--base must be", fragment)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 def test_nearest_of_an_empty_file_writes_only_the_header(tmp_path):
     np.save(tmp_path / "empty.npy", np.empty((0, 4)))
     run("nearest", tmp_path / "empty.npy", "-k", 1, "-o", tmp_path / "nn.csv")

@@ -345,3 +345,9 @@ def test_messages_show_no_numpy_scalar_reprs(rng):
         with pytest.raises(ValueError) as info:
             fd.nearest(P, **kwargs)
         assert "np." not in str(info.value), str(info.value)
+
+
+def test_base_too_large_for_a_float_is_a_value_error(rng):
+    # float(10**400) overflows; a base that large is refused like inf.
+    with pytest.raises(ValueError, match="base must be finite"):
+        fd.pairwise(_dists(rng, 3, 2), base=10**400)
