@@ -449,6 +449,61 @@ def test_c17_distill_value(backend):
     np.testing.assert_allclose(got, 0.35591308190122856, rtol=1e-13)
 
 
+def _distill_mpmath(student, teacher, temperature):
+    """T^2 KL(softmax(t / T) || softmax(s / T)) averaged over the rows, and
+    its gradient, in mpmath with enough digits that q_s - q_t (of size 1 / T)
+    keeps 30 of them."""
+    import mpmath
+
+    with mpmath.workdps(40 + 2 * int(np.log10(max(temperature, 1.0)))):
+        big_t = mpmath.mpf(temperature)
+        n = len(student)
+        total, grad = mpmath.mpf(0), []
+        for srow, trow in zip(student, teacher):
+            a = [mpmath.mpf(float(v)) / big_t for v in trow]
+            b = [mpmath.mpf(float(v)) / big_t for v in srow]
+            lse_a = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in a))
+            lse_b = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in b))
+            p = [mpmath.exp(v - lse_a) for v in a]
+            q = [mpmath.exp(v - lse_b) for v in b]
+            kl = mpmath.fsum(
+                pj * ((aj - lse_a) - (bj - lse_b)) for pj, aj, bj in zip(p, a, b)
+            )
+            total += big_t**2 * kl
+            grad.append([float(big_t * (qj - pj) / n) for pj, qj in zip(p, q)])
+        return float(total / n), np.array(grad)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 1e4, 1e8, 1e16, 1e100, 1e300])
+def test_distill_large_temperature_matches_mpmath(backend, temperature):
+    # T^2 KL tends to Var(t - s) / 2 as T grows; the plain difference of
+    # log-sum-exps keeps no digit of it past T = 1e8 (see reference.py).
+    rng = np.random.default_rng(7)
+    s, t = rng.standard_normal((2, 3, 7))
+    value, grad = _distill_mpmath(s, t, temperature)
+    got, g = fd.distill_loss(
+        s, t, temperature=temperature, alpha=1.0, return_grad=True, backend=backend
+    )
+    np.testing.assert_allclose(got, value, rtol=1e-13)
+    np.testing.assert_allclose(g, grad, rtol=0, atol=1e-13 * np.abs(grad).max())
+
+
+@pytest.mark.parametrize("offset", [0.0, 123.0])
+def test_distill_near_equal_student_matches_mpmath(backend, offset):
+    # A student within 1e-7 of its teacher (up to a constant shift, which
+    # changes no softmax): KL is about 1e-14, below the rounding of the
+    # log-sum-exps it is the difference of.
+    rng = np.random.default_rng(8)
+    t = rng.standard_normal((3, 7))
+    s = t + offset + 1e-7 * rng.standard_normal((3, 7))
+    value, grad = _distill_mpmath(s, t, 4.0)
+    got, g = fd.distill_loss(
+        s, t, temperature=4.0, alpha=1.0, return_grad=True, backend=backend
+    )
+    np.testing.assert_allclose(got, value, rtol=1e-8)
+    np.testing.assert_allclose(g, grad, rtol=0, atol=1e-8 * np.abs(grad).max())
+
+
 def test_zero_target_on_masked_logit_contributes_zero(backend):
     # shared/cases C16 (google-deepmind/optax#896): 0 * log 0 = 0.
     z = np.array([[-np.inf, 0.0], [0.0, 0.0]])

@@ -363,6 +363,108 @@ def _exp_cross_pass(t, x, mt, ct, ms, cs, a, divide, e, d):
 
 
 @njit(**_FAST)
+def _gap_spread(t, x, top, d):
+    """R = max - min of the logit gap (t_j - x_j) - top, NaN skipped (top =
+    max t - max x); d is float64 room. Its own pass, made only on the rows
+    that need it, so that the exp loops stay vectorised."""
+    k = t.shape[0]
+    for j in range(k):
+        d[j] = (np.float64(t[j]) - np.float64(x[j])) - top
+    hi = _vmax(d)
+    for j in range(k):
+        d[j] = -d[j]
+    return hi + _vmax(d)
+
+
+# Rows whose logit gap spreads over at most T take the cancellation-free
+# KL of reference.py (see the comment above its expm1_ratio): D_j = (t_j -
+# x_j) - (max t - max x) from exact pairs, C = E_q[D], v = (D - C) / R,
+# u = v R / T, and sums of q v^2 h(u), q v^2 g(u) whose terms are >= 0.
+
+
+@njit(**_FAST)
+def _two_diff(a, b):
+    """(h, l): h = fl(a - b), h + l = a - b exactly (no fast-math here)."""
+    h = a - b
+    z = h - a
+    return h, (a - (h - z)) - (b + z)
+
+
+@njit(**_FAST)
+def _near_ratio(itemsize):
+    """The cancellation past which the plain KL is not kept: its error,
+    a few ulps of M, stays below 1e-13 of kl in float64 and 1e-8 in float32
+    (whose result is rounded to 6e-8)."""
+    return 2e-7 if itemsize == 4 else 2e-2
+
+
+@njit(**_FAST)
+def _expm1_ratio(u):
+    """g(u) = (e^u - 1 - u) / u^2 for |u| <= 1: its Taylor polynomial to
+    u^16, 1 / (n + 2)! (factorials exact in float64), by Horner."""
+    g = 1.0 / 6402373705728000.0
+    g = g * u + 1.0 / 355687428096000.0
+    g = g * u + 1.0 / 20922789888000.0
+    g = g * u + 1.0 / 1307674368000.0
+    g = g * u + 1.0 / 87178291200.0
+    g = g * u + 1.0 / 6227020800.0
+    g = g * u + 1.0 / 479001600.0
+    g = g * u + 1.0 / 39916800.0
+    g = g * u + 1.0 / 3628800.0
+    g = g * u + 1.0 / 362880.0
+    g = g * u + 1.0 / 40320.0
+    g = g * u + 1.0 / 5040.0
+    g = g * u + 1.0 / 720.0
+    g = g * u + 1.0 / 120.0
+    g = g * u + 1.0 / 24.0
+    g = g * u + 1.0 / 6.0
+    return g * u + 0.5
+
+
+@njit(**_FAST)
+def _log1p_ratio(w):
+    """log1p(w) / w for w >= 0, by its series below 1e-4 (1 at w = 0)."""
+    if w < 1e-4:
+        return 1.0 - w * (0.5 - w * (1.0 / 3.0 - w * (0.25 - w * 0.2)))
+    return math.log1p(w) / w
+
+
+@njit(**_FAST)
+def _near_gap(t, x, hi_top, lo_top, j):
+    """D_j = (t_j - x_j) - (max t - max x) from exact pairs."""
+    h, l = _two_diff(np.float64(t[j]), np.float64(x[j]))
+    return (h - hi_top) + (l - lo_top)
+
+
+@njit(**_FAST)
+def _near_sums(t, x, mt, ms, eb, total, spread, lam, out, buf):
+    """(E_q[v^2 h(u)], E_q[v^2 g(u)]) with q = eb / total; writes
+    out_j = eb_j v_j h(u_j), the student's part of T (q - p) up to scalars.
+    Entries with eb_j = 0 take no part (their D may be NaN)."""
+    k = t.shape[0]
+    hi_top, lo_top = _two_diff(mt, ms)
+    a = buf[0]
+    b = buf[1]
+    for j in range(k):
+        e = np.float64(eb[j])
+        a[j] = 0.0 if e == 0.0 else e * _near_gap(t, x, hi_top, lo_top, j)
+    centre = _plain_sum(a) / total
+    scale = spread if spread > 0.0 else 1.0  # R = 0: every v_j is 0
+    for j in range(k):
+        e = np.float64(eb[j])
+        v = (_near_gap(t, x, hi_top, lo_top, j) - centre) / scale
+        u = v * lam
+        g = _expm1_ratio(u)
+        h = 1.0 + u * g
+        vv = v * v
+        keep = e != 0.0
+        a[j] = e * (vv * h) if keep else 0.0
+        b[j] = e * (vv * g) if keep else 0.0
+        out[j] = e * (v * h) if keep else 0.0
+    return _plain_sum(a) / total, _plain_sum(b) / total
+
+
+@njit(**_FAST)
 def _distill_grad(g, eb, ib, ea, ia, ks, e1, i1, kh, soft, hard):
     """g_j = ks (eb_j ib - ea_j ia) + kh e1_j i1, a term left out where it
     does not apply (the caller fixes the label's entry)."""
@@ -393,8 +495,10 @@ def _distill_fast(
     temperature,
     inv_t,
     alpha,
+    grad_scale,
     k_soft,
     k_hard,
+    near_ratio,
     want_grad,
     g,
     scratch,
@@ -403,7 +507,8 @@ def _distill_fast(
     """One row of distill_loss on the fast path: (True, loss), gradient
     written; (False, 0) with nothing written when a maximum is not finite.
     scratch holds the exponentials of the student's and the teacher's
-    shifts at T and of the student's at T = 1; cross is float64 room."""
+    shifts at T and of the student's at T = 1; cross is two float64 rows
+    of room."""
     ms = _vmax(srow)
     mt = _vmax(trow) if soft else 0.0
     if not (math.isfinite(ms) and math.isfinite(mt)):
@@ -424,17 +529,39 @@ def _distill_fast(
             a, m_s, c_s, m_t, c_t = inv_t, 0.0, ms * inv_t, 0.0, mt * inv_t
         cb, rb = _exp_pass(srow, m_s, a, c_s, divide, eb)
         ca, ra, w = _exp_cross_pass(
-            trow, srow, m_t, c_t, m_s, c_s, a, divide, ea, cross
+            trow, srow, m_t, c_t, m_s, c_s, a, divide, ea, cross[0]
         )
         # KL = w / S_a - log S_a + log S_b.
+        cross_term = w / (ca + ra)
         lse_a = math.log1p((ca - 1.0) + ra)
         lse_b = math.log1p((cb - 1.0) + rb)
-        kl = w / (ca + ra) - lse_a + lse_b
-        value += alpha * temperature * (temperature * kl)
+        kl = cross_term - lse_a + lse_b
         # e^{-lse} rather than 1 / S: the reference's exp(s - lse) exactly
         # where e_j = 1.
         ib = math.exp(-lse_b)
         ia = math.exp(-lse_a)
+        # The plain KL is a difference of terms of size M: where it has
+        # cancelled past what the dtype shows (kl <= near_ratio M) and the
+        # gap spreads over at most T (|u| <= 1), the cancellation-free form
+        # takes over; ea becomes eb v h(u), and T (q - p) = R (eb ib lam
+        # E[v^2 g] - ea ib) / (1 + W). A NaN kl fails the test.
+        big_m = abs(cross_term) + abs(lse_a) + abs(lse_b)
+        spread = np.inf
+        if kl <= near_ratio * big_m:
+            spread = _gap_spread(trow, srow, mt - ms, cross[0])
+        if spread <= temperature:
+            lam = spread / temperature
+            big_v, big_w = _near_sums(
+                trow, srow, mt, ms, eb, cb + rb, spread, lam, ea, cross
+            )
+            wq = lam * (lam * big_w)
+            kl = spread * (spread * (big_v / (1.0 + wq) - big_w * _log1p_ratio(wq)))
+            value += alpha * kl
+            k_soft = alpha * grad_scale * spread
+            ia = ib / (1.0 + wq)
+            ib = ia * (lam * big_w)
+        else:
+            value += alpha * temperature * (temperature * kl)
     if hard:
         c1, r1 = _exp_pass(srow, ms, 1.0, 0.0, False, e1)
         lse_1 = math.log1p((c1 - 1.0) + r1)
@@ -593,12 +720,13 @@ def distill_rows(student, teacher, labels, temperature, alpha, grad_scale, loss,
     # d loss / d student = k_soft (q_s - q_t) + k_hard (p - onehot(y)).
     k_soft = alpha * temperature * grad_scale
     k_hard = (1.0 - alpha) * grad_scale
+    near_ratio = _near_ratio(student.itemsize)
     tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
     for task in prange(tasks):
         # Scratch rows of exponentials (in the logits' dtype) for the fast
         # path, float64 chunk buffers for the slow one.
         scratch = np.empty((3, k), student.dtype)
-        cross = np.empty(k, np.float64)
+        cross = np.empty((2, k), np.float64)
         buf = np.empty((4, _CHUNK))
         no_grad = np.empty(0, grad.dtype)
         for i in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
@@ -613,8 +741,10 @@ def distill_rows(student, teacher, labels, temperature, alpha, grad_scale, loss,
                 temperature,
                 inv_t,
                 alpha,
+                grad_scale,
                 k_soft,
                 k_hard,
+                near_ratio,
                 want_grad,
                 g,
                 scratch,

@@ -10,6 +10,8 @@ so they are the most accurate of the three backends, not the fastest.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # ==========================================================================
@@ -339,6 +341,103 @@ def soft_ce_rows(
             grad[...] = _scaled(d, temperature, grad_scale)
 
 
+# Near-equal distributions: the cancellation-free KL of distill_loss.
+#
+# T^2 KL(p || q) is about Var(t - s) / 2, while the plain form
+# E_p[a - b] - lse_a + lse_b subtracts numbers of size log k (and 1 / T):
+# at T = 1e8 or for a student within 1e-6 of its teacher it keeps no digit.
+# With D_j = (t_j - max t) - (s_j - max s) the difference of the logits
+# (raw, not divided by T; 0 lies between its extremes), R = max D - min D, C = E_q[D] and
+# v_j = (D_j - C) / R, u_j = (D_j - C) / T = lam v_j (lam = R / T), every
+# term below is a sum of non-negative parts of the second order:
+#
+#     p_j = q_j e^{u_j} / (1 + W),  E_q[u] = 0,
+#     W = E_q[e^u - 1 - u] = lam^2 E_q[v^2 g(u)],
+#     E_p[u] = E_q[u (e^u - 1)] / (1 + W) = lam^2 E_q[v^2 h(u)] / (1 + W),
+#     T^2 KL = T^2 (E_p[u] - log1p(W))
+#            = R^2 (E_q[v^2 h] / (1 + W) - E_q[v^2 g] log1p(W) / W),
+#     T (q_j - p_j) = R q_j (lam E_q[v^2 g] - v_j h(u_j)) / (1 + W),
+#
+# with g(u) = (e^u - 1 - u) / u^2 and h(u) = (e^u - 1) / u = 1 + u g(u).
+# It is used on the rows where |u| <= 1 (R <= T, both maxima finite, no
+# NaN), where g is its Taylor polynomial below; the others keep the plain
+# form, whose error is then small beside the loss. Entries with q_j = 0
+# take no part (there p_j = 0 too, as |u_j| <= 1).
+
+# 1 / (n + 2)! for n = 16 .. 0: g(u) = sum_n u^n / (n + 2)!, whose tail
+# past u^16 is below 1e-17 g(u) on [-1, 1].
+EXPM1_RATIO_COEFFS = tuple(1.0 / math.factorial(n + 2) for n in range(16, -1, -1))
+# log1p(W) / W by its series below this W (error < W^5 / 6).
+LOG1P_RATIO_SERIES = 1e-4
+
+
+def expm1_ratio(u):
+    """g(u) = (e^u - 1 - u) / u^2 for |u| <= 1 (Horner, no cancellation)."""
+    g = EXPM1_RATIO_COEFFS[0]
+    for c in EXPM1_RATIO_COEFFS[1:]:
+        g = g * u + c
+    return g
+
+
+def log1p_ratio(w):
+    """log1p(w) / w for w >= 0 (1 at w = 0)."""
+    if w < LOG1P_RATIO_SERIES:
+        return 1.0 - w * (0.5 - w * (1.0 / 3.0 - w * (0.25 - w * 0.2)))
+    return math.log1p(w) / w
+
+
+def two_diff(a, b):
+    """(h, l) with h = fl(a - b) and h + l = a - b exactly (Knuth)."""
+    h = a - b
+    z = h - a
+    return h, (a - (h - z)) - (b + z)
+
+
+def _near_rows(student, teacher, temperature):
+    """Rows where the cancellation-free KL applies, with D and R there.
+
+    D_j = (t_j - s_j) - (max t - max s), each difference taken exactly as a
+    pair (two_diff) so that a student within 1e-12 of its teacher, or one
+    offset from it by a constant, still gives D to a few ulps; R is the
+    spread of the plain (t_j - s_j) - (max t - max s), NaN skipped.
+    """
+    s = student.astype(np.float64)
+    t = teacher.astype(np.float64)
+    # np.max propagates NaN: a NaN anywhere makes the maximum NaN.
+    ms = s.max(axis=1)
+    mt = t.max(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rows = np.isfinite(ms) & np.isfinite(mt)
+        gap, gap_lo = two_diff(t, s)
+        top, top_lo = two_diff(mt, ms)
+        d = gap - top[:, None]
+        spread = np.fmax.reduce(d, axis=1) - np.fmin.reduce(d, axis=1)
+        rows &= spread <= temperature
+        d += gap_lo - top_lo[:, None]
+    return np.flatnonzero(rows), d, spread
+
+
+def _near_kl(q, d, spread, temperature):
+    """(T^2 KL(p || q), T (q - p)) per row of the near rows (see above)."""
+    keep = q != 0.0
+    qd = np.where(keep, q * d, 0.0)
+    centre = qd.sum(axis=1) / np.where(keep, q, 0.0).sum(axis=1)
+    r = np.where(spread > 0.0, spread, 1.0)  # R = 0: every v_j = 0
+    with np.errstate(invalid="ignore"):
+        v = np.where(keep, (d - centre[:, None]) / r[:, None], 0.0)
+    lam = spread / temperature
+    g = expm1_ratio(v * lam[:, None])
+    h = 1.0 + (v * lam[:, None]) * g
+    qv2 = q * (v * v)
+    big_v = (qv2 * h).sum(axis=1)
+    big_w = (qv2 * g).sum(axis=1)
+    w = lam * (lam * big_w)
+    ratio = np.array([log1p_ratio(x) for x in w])
+    kl = spread * (spread * (big_v / (1.0 + w) - big_w * ratio))
+    diff = (spread / (1.0 + w))[:, None] * (q * (lam * big_w)[:, None] - q * v * h)
+    return kl, diff
+
+
 def distill_rows(
     student: np.ndarray,
     teacher: np.ndarray,
@@ -354,8 +453,10 @@ def distill_rows(
     q_t and q_s are the softmax of teacher[i] / T and student[i] / T, p the
     softmax of student[i] at T = 1 and y = labels[i]. ``labels`` of length 0
     leaves the hard term out. KL sums q_t (log q_t - log q_s) over the
-    entries where q_t != 0. The gradient with respect to the student is
-    grad_scale (alpha T (q_s - q_t) + (1 - alpha) (p - onehot(y))).
+    entries where q_t != 0; rows whose logit differences spread over at most
+    T take the cancellation-free form above. The gradient with respect to
+    the student is grad_scale (alpha T (q_s - q_t) + (1 - alpha) (p -
+    onehot(y))).
     """
     n, k = student.shape
     soft = alpha != 0.0
@@ -367,10 +468,18 @@ def distill_rows(
             la = _log_probs(teacher, temperature)
             lb = _log_probs(student, temperature)
             qt = np.exp(la)
+            qs = np.exp(lb)
             kl = np.where(qt != 0.0, qt * (la - lb), 0.0).sum(axis=1)
             # T^2 KL as T (T KL): T * T alone may overflow.
-            result += alpha * temperature * (temperature * kl)
-            g += alpha * temperature * (np.exp(lb) - qt)
+            part = alpha * temperature * (temperature * kl)
+            diff = alpha * temperature * (qs - qt)
+            rows, d, spread = _near_rows(student, teacher, temperature)
+            if rows.size:
+                kl, near = _near_kl(qs[rows], d[rows], spread[rows], temperature)
+                part[rows] = alpha * kl
+                diff[rows] = alpha * near
+            result += part
+            g += diff
         if hard:
             l1 = _log_probs(student, 1.0)
             result += (1.0 - alpha) * -l1[np.arange(n), labels]

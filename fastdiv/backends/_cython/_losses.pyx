@@ -32,7 +32,7 @@ the row length, so a row's result does not depend on the thread count.
 """
 
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, NAN, exp, isfinite, log1p
+from libc.math cimport INFINITY, NAN, exp, fabs, isfinite, log1p
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
@@ -83,6 +83,28 @@ cdef extern from * nogil:
      * of a double exp) for float input, whose loss and gradient are rounded
      * to float; the sums stay double either way. lim: see fd_expf_of_double
      * (as a constant it would stop the vectoriser). */
+    /* (h, l) with h = fl(a - b) and h + l = a - b exactly (Knuth's two-sum;
+     * -ffp-contract=off and no -ffast-math keep it exact). */
+    #define FDL_TWO_DIFF(h, l, a, b)                                             \\
+        do {                                                                     \\
+            double fdl_a = (a), fdl_b = (b);                                     \\
+            (h) = fdl_a - fdl_b;                                                 \\
+            double fdl_z = (h) - fdl_a;                                          \\
+            (l) = (fdl_a - ((h) - fdl_z)) - (fdl_b + fdl_z);                     \\
+        } while (0)
+
+    /* g(u) = (e^u - 1 - u) / u^2 for |u| <= 1: its Taylor polynomial to
+     * u^16, coefficients 1 / (n + 2)! (the factorials are exact doubles, so
+     * these are reference.EXPM1_RATIO_COEFFS bit for bit), by Horner. */
+    #define FDL_EXPM1_RATIO(u)                                                   \\
+        (((((((((((((((((1.0 / 6402373705728000.0) * (u) +                       \\
+        1.0 / 355687428096000.0) * (u) + 1.0 / 20922789888000.0) * (u) +         \\
+        1.0 / 1307674368000.0) * (u) + 1.0 / 87178291200.0) * (u) +              \\
+        1.0 / 6227020800.0) * (u) + 1.0 / 479001600.0) * (u) +                   \\
+        1.0 / 39916800.0) * (u) + 1.0 / 3628800.0) * (u) + 1.0 / 362880.0) *     \\
+        (u) + 1.0 / 40320.0) * (u) + 1.0 / 5040.0) * (u) + 1.0 / 720.0) * (u) +  \\
+        1.0 / 120.0) * (u) + 1.0 / 24.0) * (u) + 1.0 / 6.0) * (u) + 0.5)
+
     #define FDL_EXP_f64(s, lim) exp(s)
     #define FDL_EXP_f32(s, lim) fd_expf_of_double(s, lim)
 
@@ -139,6 +161,68 @@ cdef extern from * nogil:
             *cross += fd_sum_f64(d, len);                                        \\
         }                                                                        \\
         return rest;                                                             \\
+    }                                                                            \\
+                                                                                 \\
+    /* R = max - min of the gap (t_j - x_j) - top, NaN skipped (top = max t -   \\
+     * max x). Its own pass, made only on the rows that need it, so that the     \\
+     * exp loops stay as they were. */                                          \\
+    static FD_HOT double fdl_gap_spread_##SFX(const TX *t, const TX *x,          \\
+                                              ptrdiff_t k, double top) {         \\
+        double up[FD_CHUNK], down[FD_CHUNK], hi = -HUGE_VAL, lo = -HUGE_VAL;     \\
+        for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {                         \\
+            ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;               \\
+            for (ptrdiff_t j = 0; j < len; j++) {                                \\
+                up[j] = ((double)t[j0 + j] - (double)x[j0 + j]) - top;           \\
+                down[j] = -up[j];                                                \\
+            }                                                                    \\
+            double h = fd_max_f64(up, len), l = fd_max_f64(down, len);           \\
+            hi = h > hi ? h : hi;                                                \\
+            lo = l > lo ? l : lo;                                                \\
+        }                                                                        \\
+        return hi + lo;                                                          \\
+    }                                                                            \\
+                                                                                 \\
+    /* The cancellation-free KL of distill_loss on a row whose gap spreads      \\
+     * over R <= T (see reference.py, above expm1_ratio): D_j = (t_j - x_j) -    \\
+     * (max t - max x) from exact pairs, C = E_q[D] with q = eb / total,         \\
+     * v = (D - C) / R, u = lam v (lam = R / T). Returns E_q[v^2 h(u)], sets     \\
+     * *big_w = E_q[v^2 g(u)], writes out_j = eb_j v_j h(u_j); entries with     \\
+     * eb_j = 0 take no part (their D may be NaN). */                            \\
+    static FD_HOT double fdl_near_sums_##SFX(                                    \\
+        const TX *t, const TX *x, ptrdiff_t k, double mt, double ms,             \\
+        const TX *eb, double total, double spread, double lam, TX *out,          \\
+        double *big_w) {                                                         \\
+        double a[FD_CHUNK], b[FD_CHUNK], ht, lt, centre = 0.0, big_v = 0.0;      \\
+        double scale = spread > 0.0 ? spread : 1.0; /* R = 0: every v is 0 */    \\
+        FDL_TWO_DIFF(ht, lt, mt, ms);                                            \\
+        for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {                         \\
+            ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;               \\
+            for (ptrdiff_t j = 0; j < len; j++) {                                \\
+                double h, l, e = (double)eb[j0 + j];                             \\
+                FDL_TWO_DIFF(h, l, (double)t[j0 + j], (double)x[j0 + j]);        \\
+                a[j] = fdl_keep(e, e * ((h - ht) + (l - lt)));                   \\
+            }                                                                    \\
+            centre += fd_sum_f64(a, len);                                        \\
+        }                                                                        \\
+        centre /= total;                                                         \\
+        *big_w = 0.0;                                                            \\
+        for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {                         \\
+            ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;               \\
+            for (ptrdiff_t j = 0; j < len; j++) {                                \\
+                double h, l, e = (double)eb[j0 + j];                             \\
+                FDL_TWO_DIFF(h, l, (double)t[j0 + j], (double)x[j0 + j]);        \\
+                double v = (((h - ht) + (l - lt)) - centre) / scale;             \\
+                double u = v * lam, g = FDL_EXPM1_RATIO(u);                      \\
+                double hu = 1.0 + u * g, vv = v * v;                             \\
+                a[j] = fdl_keep(e, e * (vv * hu));                               \\
+                b[j] = fdl_keep(e, e * (vv * g));                                \\
+                out[j0 + j] = (TX)fdl_keep(e, e * (v * hu));                     \\
+            }                                                                    \\
+            big_v += fd_sum_f64(a, len);                                         \\
+            *big_w += fd_sum_f64(b, len);                                        \\
+        }                                                                        \\
+        *big_w /= total;                                                         \\
+        return big_v / total;                                                    \\
     }                                                                            \\
                                                                                  \\
     /* sum_j s_j (the smoothing term of nll). */                                 \\
@@ -246,6 +330,18 @@ cdef extern from * nogil:
                                   double mt, double ct, double ms, double cs,
                                   double a, int divide, float *e, double *ones,
                                   double *cross)
+    double fdl_gap_spread_f64(const double *t, const double *x, Py_ssize_t k,
+                              double top)
+    double fdl_gap_spread_f32(const float *t, const float *x, Py_ssize_t k,
+                              double top)
+    double fdl_near_sums_f64(const double *t, const double *x, Py_ssize_t k,
+                             double mt, double ms, const double *eb,
+                             double total, double spread, double lam,
+                             double *out, double *big_w)
+    double fdl_near_sums_f32(const float *t, const float *x, Py_ssize_t k,
+                             double mt, double ms, const float *eb,
+                             double total, double spread, double lam,
+                             float *out, double *big_w)
     void fdl_grad_one_f64(double *g, Py_ssize_t k, const double *e, double mul,
                           double pre, double sub, const double *t, double factor,
                           int finite, double temperature, double scale)
@@ -488,6 +584,33 @@ cdef inline double _exp_rest_cross(const real* t, const real* x, Py_ssize_t k,
                                       cross)
 
 
+cdef inline double _gap_spread(const real* t, const real* x, Py_ssize_t k,
+                               double top) noexcept nogil:
+    if real is float:
+        return fdl_gap_spread_f32(t, x, k, top)
+    else:
+        return fdl_gap_spread_f64(t, x, k, top)
+
+
+cdef inline double _near_sums(const real* t, const real* x, Py_ssize_t k,
+                              double mt, double ms, const real* eb, double total,
+                              double spread, double lam, real* out,
+                              double* big_w) noexcept nogil:
+    if real is float:
+        return fdl_near_sums_f32(t, x, k, mt, ms, eb, total, spread, lam, out,
+                                 big_w)
+    else:
+        return fdl_near_sums_f64(t, x, k, mt, ms, eb, total, spread, lam, out,
+                                 big_w)
+
+
+cdef inline double _log1p_ratio(double w) noexcept nogil:
+    """log1p(w) / w for w >= 0, by its series below 1e-4 (1 at w = 0)."""
+    if w < 1e-4:
+        return 1.0 - w * (0.5 - w * (1.0 / 3.0 - w * (0.25 - w * 0.2)))
+    return log1p(w) / w
+
+
 cdef inline void _grad_one(real* g, Py_ssize_t k, const real* e, double mul,
                            double pre, double sub, const real* t, double factor,
                            bint finite, double temperature,
@@ -596,8 +719,9 @@ cdef bint _soft_ce_fast(const real* row, const real* t, Py_ssize_t k,
 
 cdef bint _distill_fast(const real* srow, const real* trow, Py_ssize_t k,
                         int64_t y, bint soft, bint hard, double temperature,
-                        double inv_t, double alpha, double k_soft, double k_hard,
-                        double* loss, real* grad, real* buf) noexcept nogil:
+                        double inv_t, double alpha, double grad_scale,
+                        double k_soft, double k_hard, double* loss, real* grad,
+                        real* buf) noexcept nogil:
     """One row of distill_loss on the fast path (see _nll_fast); buf holds
     3 k values: exp of the student's and the teacher's shifts at T, and of
     the student's at T = 1."""
@@ -612,6 +736,11 @@ cdef bint _distill_fast(const real* srow, const real* trow, Py_ssize_t k,
     cdef double cb = 0.0, rb = 0.0, ca = 0.0, ra = 0.0, c1 = 0.0, r1 = 0.0
     cdef double w, kl, lse_a, lse_b, lse_1, g, value = 0.0
     cdef double ib = 0.0, ia = 0.0, i1 = 0.0
+    cdef double cross, spread, lam, big_v, big_w, wq
+    # The cancellation past which the plain KL is not kept: its error, a few
+    # ulps of M, stays below 1e-13 of kl in float64 and 1e-8 in float32
+    # (whose result is rounded to 6e-8).
+    cdef double near_ratio = 2e-7 if real is float else 2e-2
 
     # KL = w / S_a - log S_a + log S_b with w = sum_j e^{a_j} (a_j - b_j)
     # over e^{a_j} != 0, a the teacher's shift and b the student's.
@@ -621,12 +750,34 @@ cdef bint _distill_fast(const real* srow, const real* trow, Py_ssize_t k,
         rb = _exp_rest(srow, k, sb.m, sb.a, sb.c, sb.divide, eb, &cb)
         ra = _exp_rest_cross(trow, srow, k, sa.m, sa.c, sb.m, sb.c, sa.a,
                              sa.divide, ea, &ca, &w)
+        cross = w / (ca + ra)
         lse_a = log1p((ca - 1.0) + ra)
         lse_b = log1p((cb - 1.0) + rb)
-        kl = w / (ca + ra) - lse_a + lse_b
-        value += alpha * temperature * (temperature * kl)
+        kl = cross - lse_a + lse_b
         ib = exp(-lse_b)
         ia = exp(-lse_a)
+        # The plain KL is a difference of terms of size M: where it has
+        # cancelled past what the dtype shows (kl <= near_ratio M) and the
+        # gap spreads over at most T (|u| <= 1), the cancellation-free form
+        # takes over. A NaN kl fails the test.
+        spread = INFINITY
+        if kl <= near_ratio * (fabs(cross) + fabs(lse_a) + fabs(lse_b)):
+            spread = _gap_spread(trow, srow, k, mt - ms)
+        if spread <= temperature:
+            # |u| <= 1: the cancellation-free form; ea becomes eb v h(u), and
+            # T (q - p) = R (eb ib lam E[v^2 g] - ea ib) / (1 + W).
+            lam = spread / temperature
+            big_v = _near_sums(trow, srow, k, mt, ms, eb, cb + rb, spread, lam,
+                               ea, &big_w)
+            wq = lam * (lam * big_w)
+            kl = spread * (spread * (big_v / (1.0 + wq)
+                                     - big_w * _log1p_ratio(wq)))
+            value += alpha * kl
+            k_soft = alpha * grad_scale * spread
+            ia = ib / (1.0 + wq)
+            ib = ia * (lam * big_w)
+        else:
+            value += alpha * temperature * (temperature * kl)
     if hard:
         r1 = _exp_rest(srow, k, ms, 1.0, 0.0, 0, e1, &c1)
         lse_1 = log1p((c1 - 1.0) + r1)
@@ -729,7 +880,7 @@ def distill_rows(const real[:, ::1] student, const real[:, ::1] teacher,
             y = labels[i] if hard else 0
             if buf == NULL or not _distill_fast(
                 &student[i, 0], &teacher[i, 0], k, y, soft, hard, temperature,
-                inv_t, alpha, k_soft, k_hard, &loss[i], g, buf
+                inv_t, alpha, grad_scale, k_soft, k_hard, &loss[i], g, buf
             ):
                 _distill_row(&student[i, 0], &teacher[i, 0], k, y, soft, hard,
                              temperature, inv_t, alpha, k_soft, k_hard,
