@@ -459,7 +459,7 @@ def _distill_mpmath(student, teacher, temperature):
         big_t = mpmath.mpf(temperature)
         n = len(student)
         total, grad = mpmath.mpf(0), []
-        for srow, trow in zip(student, teacher):
+        for srow, trow in zip(student, teacher, strict=True):
             a = [mpmath.mpf(float(v)) / big_t for v in trow]
             b = [mpmath.mpf(float(v)) / big_t for v in srow]
             lse_a = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in a))
@@ -467,10 +467,13 @@ def _distill_mpmath(student, teacher, temperature):
             p = [mpmath.exp(v - lse_a) for v in a]
             q = [mpmath.exp(v - lse_b) for v in b]
             kl = mpmath.fsum(
-                pj * ((aj - lse_a) - (bj - lse_b)) for pj, aj, bj in zip(p, a, b)
+                pj * ((aj - lse_a) - (bj - lse_b))
+                for pj, aj, bj in zip(p, a, b, strict=True)
             )
             total += big_t**2 * kl
-            grad.append([float(big_t * (qj - pj) / n) for pj, qj in zip(p, q)])
+            grad.append(
+                [float(big_t * (qj - pj) / n) for pj, qj in zip(p, q, strict=True)]
+            )
         return float(total / n), np.array(grad)
 
 

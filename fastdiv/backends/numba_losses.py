@@ -432,8 +432,8 @@ def _log1p_ratio(w):
 @njit(**_FAST)
 def _near_gap(t, x, hi_top, lo_top, j):
     """D_j = (t_j - x_j) - (max t - max x) from exact pairs."""
-    h, l = _two_diff(np.float64(t[j]), np.float64(x[j]))
-    return (h - hi_top) + (l - lo_top)
+    hi, lo = _two_diff(np.float64(t[j]), np.float64(x[j]))
+    return (hi - hi_top) + (lo - lo_top)
 
 
 @njit(**_FAST)

@@ -347,7 +347,8 @@ def soft_ce_rows(
 # E_p[a - b] - lse_a + lse_b subtracts numbers of size log k (and 1 / T):
 # at T = 1e8 or for a student within 1e-6 of its teacher it keeps no digit.
 # With D_j = (t_j - max t) - (s_j - max s) the difference of the logits
-# (raw, not divided by T; 0 lies between its extremes), R = max D - min D, C = E_q[D] and
+# (raw, not divided by T; 0 lies between its extremes), R = max D - min D,
+# C = E_q[D] and
 # v_j = (D_j - C) / R, u_j = (D_j - C) / T = lam v_j (lam = R / T), every
 # term below is a sum of non-negative parts of the second order:
 #
