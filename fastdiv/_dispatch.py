@@ -155,7 +155,8 @@ def options(backend: str | None = None, threads: int | None = None):
         Backend for every call in the block that does not pass ``backend=``.
     threads : int, optional
         Number of threads the compiled backends use (at least 1). More than
-        the machine's cores is allowed and capped at the cores Numba saw.
+        the machine's cores is allowed and capped at the cores this process
+        may run on (for Numba, also at the size of its thread pool).
         Anything else, a string such as "2" included (digit strings are
         only for FASTDIV_NUM_THREADS), raises ValueError.
 
@@ -249,6 +250,11 @@ def num_threads() -> int:
     env = os.environ.get("FASTDIV_NUM_THREADS")
     if env:
         return _parse_threads(env, "the environment variable FASTDIV_NUM_THREADS")
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -368,4 +374,11 @@ def _thread_setter(backend: str) -> Callable[[int], None]:
 
         return set_numba_threads
     omp = importlib.import_module("fastdiv.backends._cython._omp")
-    return omp.set_num_threads
+
+    def set_openmp_threads(n: int) -> None:
+        # OpenMP starts every thread it is asked for: 100_000 of them ran
+        # the process out of its thread limit and crashed it. More threads
+        # than cores cannot speed up these loops, so the cores cap them.
+        omp.set_num_threads(min(n, usable_cores()))
+
+    return set_openmp_threads

@@ -210,6 +210,25 @@ def test_env_threads_invalid_reaches_compiled_call(clean_registry, monkeypatch):
     pytest.skip("no compiled softmax kernel is built")
 
 
+def test_more_threads_than_cores_are_capped(compiled_backend):
+    # Run apart: asking OpenMP for 100_000 threads once crashed the process.
+    code = f"""
+import os
+import numpy as np, fastdiv as fd
+x = np.random.default_rng(0).normal(size=(300, 300))
+with fd.options(threads=100_000):
+    got = fd.softmax(x, backend={compiled_backend!r})
+assert np.allclose(got, fd.softmax(x, backend="numpy"), rtol=1e-12)
+if {compiled_backend!r} == "cython":
+    from fastdiv.backends._cython import _omp
+    assert _omp.max_threads() <= len(os.sched_getaffinity(0))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_default_threads_are_the_cores(clean_registry):
     import os
 
