@@ -221,6 +221,8 @@ def check_probabilities(
         scaled = np.empty(rows.shape, rows.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):
             np.divide(rows, sums[:, None], out=scaled, casting="same_kind")
+        for i in np.flatnonzero(np.isinf(sums)):
+            scaled[i] = normalized_overflowing(rows[i])
         return scaled
     if k:
         off = np.abs(sums - 1.0) > sum_tolerance(rows.dtype, k)
@@ -232,6 +234,18 @@ def check_probabilities(
                 "normalize=True to divide each row by its sum"
             )
     return rows
+
+
+def normalized_overflowing(row: np.ndarray) -> np.ndarray:
+    """``row / row.sum()`` for a row whose float64 sum overflows.
+
+    Finite entries such as [1e308, 1e308] sum to inf, and dividing by that
+    would turn the row into zeros; dividing by the largest entry first keeps
+    the sum finite. A row holding inf or NaN (``check=False``) becomes NaN.
+    """
+    with np.errstate(invalid="ignore"):
+        shrunk = row / np.max(row)
+    return shrunk / shrunk.sum(dtype=np.float64)
 
 
 def _row_stats(rows: np.ndarray, backend: str | None):

@@ -30,6 +30,7 @@ from fastdiv._checks import (
     as_float_array,
     check_out,
     check_probabilities,
+    normalized_overflowing,
     shown,
 )
 from fastdiv._dispatch import kernel_for, num_threads
@@ -538,7 +539,11 @@ def _prepare_sparse(x, name, normalize, check, backend):
             i = int(np.argmax(sums <= 0))
             raise ValueError(f"{name} row {i} sums to 0 and cannot be normalized")
         with np.errstate(invalid="ignore", divide="ignore"):
-            csr.data = (data / sums[rows]).astype(data.dtype)
+            scaled = data / sums[rows]
+        for i in np.flatnonzero(np.isinf(sums)):
+            row = slice(csr.indptr[i], csr.indptr[i + 1])
+            scaled[row] = normalized_overflowing(data[row])
+        csr.data = scaled.astype(data.dtype)
     elif check and k:
         from fastdiv._checks import sum_tolerance
 

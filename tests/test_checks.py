@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
+import scipy.sparse
 
+import fastdiv as fd
 from fastdiv._checks import (
     as_float_array,
     check_out,
@@ -344,6 +347,20 @@ def test_check_probabilities_normalize():
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, [[0.25, 0.75], [0.5, 0.5]])
     np.testing.assert_array_equal(p, [[1.0, 3.0], [2.0, 2.0]])  # untouched
+
+
+def test_normalize_a_row_whose_sum_overflows(backend):
+    # 1e308 + 1e308 is inf in float64: dividing by it once gave a row of
+    # zeros, and so an entropy of 0 instead of log 2.
+    big = [[1e308, 1e308, 0.0], [1.0, 1.0, 2.0]]
+    got = check_probabilities(np.array(big), "p", normalize=True, backend=backend)
+    np.testing.assert_array_equal(got, [[0.5, 0.5, 0.0], [0.25, 0.25, 0.5]])
+    assert fd.entropy(big, normalize=True, backend=backend)[0] == math.log(2)
+    uniform = [[1 / 3, 1 / 3, 1 / 3]]
+    want = fd.pairwise([[0.5, 0.5, 0.0]], uniform, backend=backend)
+    for P in (np.array(big)[:1], scipy.sparse.csr_matrix(big)[:1]):
+        got = fd.pairwise(P, uniform, normalize=True, backend=backend)
+        np.testing.assert_allclose(got, want, rtol=1e-15)
 
 
 def test_check_probabilities_normalize_zero_row():

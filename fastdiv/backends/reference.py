@@ -249,7 +249,9 @@ def js_rows(p: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
 
 def probability_check_rows(x: np.ndarray, sums: np.ndarray, negatives: np.ndarray):
     """sums[i] = sum_j x[i, j] in float64; negatives[i] = #{j : x[i, j] < 0}."""
-    sums[...] = x.sum(axis=1, dtype=np.float64)
+    # A row of finite entries may sum to inf; the caller handles that.
+    with np.errstate(over="ignore"):
+        sums[...] = x.sum(axis=1, dtype=np.float64)
     negatives[...] = (x < 0).sum(axis=1)
 
 
