@@ -130,6 +130,14 @@ def pairwise(
     bits with the shape of a block (and so with ``out=`` or
     :func:`nearest`'s budget).
 
+    KL is computed as ``-H(P_i) - (P @ log(Q).T)[i, j]``, a difference of
+    two sums of size ~H: its error is absolute, a few ulps of H(P_i) + H(P_i,
+    Q_j), not relative to KL. For near-identical rows (KL ~ 1e-15 and below)
+    an entry may be a few 1e-16 off, negative included, and the ranking of
+    :func:`nearest` among near-duplicates follows that rounding; use
+    :func:`kl_div` on the pairs that matter, which sums p log(p / q) per
+    entry. With Q=None the diagonal is exactly 0.
+
     Examples
     --------
     >>> import numpy as np, fastdiv as fd
