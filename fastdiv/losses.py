@@ -105,7 +105,7 @@ def nll(
     >>> import numpy as np, fastdiv as fd
     >>> z = np.array([[2.0, 0.5, -1.0], [-0.5, 1.5, 0.0]])
     >>> float(fd.nll(z, [0, 1]))
-    0.3034616899148588
+    0.27383350444315174
     >>> loss, grad = fd.nll(z, [0, 1], label_smoothing=0.2, return_grad=True)
     >>> grad.shape
     (2, 3)
