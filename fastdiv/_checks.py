@@ -98,6 +98,12 @@ def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     """A non-negative axis index; AxisError (a ValueError) if out of range."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {shown(axis)}")
+    if not -ndim <= axis < max(ndim, 1):
+        # Also for values beyond a C long, which normalize_axis_index cannot
+        # take (it raises a bare OverflowError).
+        raise np.exceptions.AxisError(
+            f"{name} {shown(axis)} is out of bounds for an array of dimension {ndim}"
+        )
     return normalize_axis_index(int(axis), ndim, msg_prefix=name)
 
 
@@ -130,8 +136,10 @@ def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out"):
             f"{name} has shape {out.shape}, but the result has shape {tuple(shape)}"
         )
     if out.dtype != dtype:
+        swapped = out.dtype.newbyteorder() == dtype
         raise ValueError(
             f"{name} has dtype {out.dtype}, but the result has dtype {dtype}"
+            + (" in the machine's byte order" if swapped else "")
         )
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")

@@ -17,7 +17,12 @@ import numbers
 
 import numpy as np
 
-from fastdiv._checks import as_float_array, check_probabilities, check_temperature
+from fastdiv._checks import (
+    as_float_array,
+    check_probabilities,
+    check_temperature,
+    shown,
+)
 from fastdiv._dispatch import kernel_for
 
 __all__ = ["nll", "soft_cross_entropy", "distill_loss"]
@@ -397,6 +402,9 @@ def _same_shape(x, name: str, z: np.ndarray, single: bool) -> np.ndarray:
 def _labels(labels, n: int, k: int, single: bool, ignore_index) -> np.ndarray:
     """Integer labels as a contiguous int64 (n,) array, checked against k."""
     arr = np.asarray(labels)
+    if arr.size == 0 and arr.dtype.kind in "fb":
+        # np.asarray([]) is float64: no rows have no labels of any type.
+        arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers, got an array of dtype {arr.dtype}")
     want = () if single else (n,)
@@ -444,8 +452,9 @@ def _unit_interval(value, name: str) -> float:
 
 
 def _check_reduction(reduction, allowed: tuple) -> None:
-    if reduction not in allowed:
+    # A string first: an array such as np.array(["mean"]) compares equal.
+    if not isinstance(reduction, str) or reduction not in allowed:
         raise ValueError(
             f"reduction must be one of {', '.join(map(repr, allowed))}, "
-            f"got {reduction!r}"
+            f"got {shown(reduction)}"
         )

@@ -185,7 +185,9 @@ def test_normalize_axis(axis, ndim, want):
     assert normalize_axis(axis, ndim) == want
 
 
-@pytest.mark.parametrize("axis, ndim", [(1, 1), (-2, 1), (3, 3), (-4, 3), (0, 0)])
+@pytest.mark.parametrize(
+    "axis, ndim", [(1, 1), (-2, 1), (3, 3), (-4, 3), (0, 0), (2**70, 2), (-(2**70), 2)]
+)
 def test_normalize_axis_out_of_range(axis, ndim):
     with pytest.raises(ValueError, match="axis"):
         normalize_axis(axis, ndim)
@@ -251,6 +253,12 @@ def test_check_out_rejects(out, exc, pattern):
     with pytest.raises(exc, match=pattern):
         check_out(out, (2, 3), np.dtype(np.float64))
     np.testing.assert_array_equal(np.asarray(out), keep)
+
+
+def test_check_out_byte_order_is_named():
+    out = np.empty(3, ">f8" if np.little_endian else "<f8")
+    with pytest.raises(ValueError, match="in the machine's byte order"):
+        check_out(out, (3,), np.dtype(np.float64))
 
 
 def test_check_out_read_only():
