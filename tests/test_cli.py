@@ -228,6 +228,26 @@ def test_quiet_and_non_terminal_runs_print_nothing_on_stderr(tmp_path):
         assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("shape", [(3, 0), (0, 5), (0, 0), (2, 3, 0)])
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("ext", ["npy", "npz"])
+def test_softmax_of_an_empty_array_writes_the_empty_result(tmp_path, shape, log, ext):
+    # Softmax of an (n, 0) array is an (n, 0) array (DESIGN.md); writing it
+    # once made memoryview refuse to cast a shape holding a zero.
+    np.save(tmp_path / "z.npy", np.zeros(shape))
+    flag = ["--log"] if log else []
+    run("softmax", tmp_path / "z.npy", "-o", tmp_path / f"o.{ext}", *flag)
+    fn = fastdiv.log_softmax if log else fastdiv.softmax
+    expected = fn(np.zeros(shape), backend="numpy")
+    if ext == "npy":
+        got = np.load(tmp_path / "o.npy")
+    else:
+        with np.load(tmp_path / "o.npz") as f:
+            got = f["log_softmax" if log else "softmax"]
+    assert got.shape == expected.shape == shape and got.dtype == expected.dtype
+    assert leftovers(tmp_path) == []
+
+
 def test_bad_temperature_and_axis(tmp_path, logits):
     np.save(tmp_path / "x.npy", logits)
     proc = run(
@@ -555,6 +575,48 @@ def test_bad_base_names_the_option(tmp_path, probs, sub, args, fragment):
     proc = run(sub, tmp_path / "p.npy", "-o", out, *args, check=False)
     assert_bad_input(proc, "--base must be", fragment)
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "p_shape, q_shape",
+    [((3, 0), None), ((0, 5), None), ((0, 0), None), ((3, 2), (0, 2))],
+)
+def test_pairwise_of_empty_arrays_writes_the_library_result(tmp_path, p_shape, q_shape):
+    # Rows over zero categories, or no rows at all: the matrix the library
+    # gives, written without a traceback (memoryview refused the zero shapes).
+    p = np.zeros(p_shape) if p_shape[1] == 0 else np.full(p_shape, 1 / p_shape[1])
+    np.save(tmp_path / "p.npy", p)
+    args = [tmp_path / "p.npy"]
+    q = None
+    if q_shape is not None:
+        q = np.zeros(q_shape)
+        np.save(tmp_path / "q.npy", q)
+        args.append(tmp_path / "q.npy")
+    expected = fastdiv.pairwise(p, q, backend="numpy")
+    run("pairwise", *args, "-o", tmp_path / "d.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), expected)
+    assert np.load(tmp_path / "d.npy").shape == expected.shape
+    run("pairwise", *args, "-o", tmp_path / "d.csv")
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 5), (0, 0)])
+def test_nearest_of_empty_arrays_writes_the_library_result(tmp_path, shape):
+    np.save(tmp_path / "p.npy", np.zeros(shape))
+    run("nearest", tmp_path / "p.npy", "-k", 2, "-o", tmp_path / "n.npz")
+    idx, val = fastdiv.nearest(np.zeros(shape), k=2, backend="numpy")
+    with np.load(tmp_path / "n.npz") as f:
+        np.testing.assert_array_equal(f["indices"], idx)
+        np.testing.assert_array_equal(f["values"], val)
+    # One row too few for k = 3 neighbours other than the row itself.
+    proc = run(
+        "nearest", tmp_path / "p.npy", "-k", 3, "-o", tmp_path / "n.csv", check=False
+    )
+    if shape[0]:
+        assert_bad_input(proc, "k=3")
+    else:
+        assert proc.returncode == 0, proc.stderr
+    assert leftovers(tmp_path) == []
 
 
 def test_nearest_of_an_empty_file_writes_only_the_header(tmp_path):

@@ -138,7 +138,10 @@ class RowWriter:
         """Append rows (an array of the output's trailing shape)."""
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if self.fmt == "npy":
-            self._file.write(memoryview(block).cast("B"))
+            # memoryview refuses to cast an array with a zero in its shape,
+            # and an empty block has no bytes to write anyway.
+            if block.size:
+                self._file.write(memoryview(block).cast("B"))
         elif self.fmt == "csv":
             if block.size:
                 np.savetxt(
