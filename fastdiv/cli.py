@@ -76,6 +76,25 @@ def _options(fn):
     return fn
 
 
+def _check_environment(backend=None, threads=None) -> None:
+    """Refuse a bad FASTDIV_BACKEND or FASTDIV_NUM_THREADS before any work.
+
+    The library raises ValueError naming the variable only when a call first
+    reads it, which may be after the input was read (or, outside a call
+    wrapped in `_call`, as a traceback). An option given on the command line
+    wins over its variable, as ``fastdiv.options`` does, so the variable is
+    then not checked.
+    """
+    from fastdiv._dispatch import num_threads, requested_backend
+
+    with fastdiv.options(backend=backend, threads=threads):
+        try:
+            requested_backend(None)
+            num_threads()
+        except ValueError as exc:
+            raise InputError(None, str(exc)) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(fastdiv.__version__, prog_name="fastdiv")
 def cli():
@@ -137,6 +156,7 @@ def softmax(
 
     Example: fastdiv softmax logits.npy -T 2 -o probs.npy
     """
+    _check_environment(backend, threads)
     fmt_out = output_format(out, ("npy", "npz", "csv", "parquet"))
     check_destination(out, [logits], force)
     try:
@@ -164,8 +184,10 @@ def softmax(
             out,
             f"a {len(shape)}-D result cannot be written as {fmt_out}; use .npy or .npz",
         )
-    # The library's own dtype rule decides the output dtype.
-    out_dtype = fastdiv.softmax(np.zeros((1, 1), dtype)).dtype
+    # The library's own dtype rule decides the output dtype; inside the
+    # options, so that an environment variable they override is not read.
+    with fastdiv.options(backend=backend, threads=threads):
+        out_dtype = fastdiv.softmax(np.zeros((1, 1), dtype)).dtype
     streamable = (
         header is not None
         and not header.fortran_order
@@ -408,6 +430,7 @@ def pairwise(p, q, out, metric, normalize, base, force, backend, threads, schedu
 
     Example: fastdiv pairwise counts.npz --normalize -m js -o js.npy
     """
+    _check_environment(backend, threads)
     fmt_out = output_format(out, ("npy", "csv"))
     check_destination(out, [p, q], force)
     _check_base(base, metric)
@@ -481,6 +504,7 @@ def nearest(p, q, k, out, metric, normalize, base, force, backend, threads, sche
 
     Example: fastdiv nearest docs.npz --normalize -k 5 -o nn.csv
     """
+    _check_environment(backend, threads)
     fmt_out = output_format(out, ("csv", "npz"))
     check_destination(out, [p, q], force)
     _check_base(base, metric)
@@ -580,6 +604,7 @@ def bench(quick, json_path, plot_path, force, scale, backend, threads):
     just reading and writing the data, measured in the same run) and to the
     fastest peer. Timings on a shared machine are noisy: compare ratios.
     """
+    _check_environment(backend, threads)
     from fastdiv._cli import bench as bench_mod
 
     for path, fmt in ((json_path, ".json"), (plot_path, ".png")):
@@ -617,6 +642,7 @@ def info(as_json):
     OpenMP, and the CPU's vector extensions."""
     from fastdiv._cli import sysinfo
 
+    _check_environment()
     report = sysinfo.report()
     click.echo(
         json.dumps(report, indent=1) if as_json else sysinfo.format_report(report)
@@ -671,6 +697,7 @@ def demo(ctx, vocabulary, json_path, save_counts, no_scipy, force, backend, thre
                 f"belongs to the word demo; put options after the subcommand"
             )
         return
+    _check_environment(backend, threads)
     from fastdiv._cli import demo as demo_mod
 
     for path, ext in ((json_path, ".json"), (save_counts, ".npz")):
@@ -726,6 +753,10 @@ def demo_distill(epochs, seeds, quick, plot_path, force, backend, threads):
     to 1 here: the batches are far too small to share.
     """
     from fastdiv import _distill
+
+    # A malformed FASTDIV_NUM_THREADS is refused here too, although the
+    # default is 1: the user who set it should hear that it is wrong.
+    _check_environment(backend, threads)
 
     try:
         import sklearn  # noqa: F401

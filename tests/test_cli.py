@@ -91,6 +91,50 @@ def test_info_reports_backends_threads_and_cpu():
     assert data["fastdiv"] == fastdiv.__version__
 
 
+@pytest.mark.parametrize(
+    "variable, value", [("FASTDIV_NUM_THREADS", "abc"), ("FASTDIV_BACKEND", "bogus")]
+)
+@pytest.mark.parametrize(
+    "sub",
+    [
+        ("softmax", "x.npy", "-o", "y.npy"),
+        ("pairwise", "x.npy", "-o", "d.npy"),
+        ("nearest", "x.npy", "-k", "1", "-o", "n.csv"),
+        ("info",),
+        ("bench", "--quick"),
+        ("demo",),
+        ("demo", "distill", "--quick"),
+    ],
+    ids=" ".join,
+)
+def test_bad_environment_variable_is_one_line_naming_it(tmp_path, sub, variable, value):
+    # softmax once showed FASTDIV_NUM_THREADS=abc as a ValueError traceback.
+    np.save(tmp_path / "x.npy", np.full((3, 4), 0.25))
+    env = {**ENV, variable: value}
+    proc = run(*sub, cwd=tmp_path, env=env, check=False, timeout=60)
+    assert_bad_input(proc, f"environment variable {variable}", repr(value))
+    assert sorted(os.listdir(tmp_path)) == ["x.npy"]
+
+
+def test_options_given_win_over_bad_environment_variables(tmp_path):
+    # As in fastdiv.options: a variable stands in only for an option not given.
+    np.save(tmp_path / "x.npy", np.full((3, 4), 0.25))
+    env = {**ENV, "FASTDIV_NUM_THREADS": "abc", "FASTDIV_BACKEND": "bogus"}
+    for sub, out in (("softmax", "y.npy"), ("pairwise", "d.npy")):
+        run(
+            sub,
+            tmp_path / "x.npy",
+            "-o",
+            tmp_path / out,
+            "--backend",
+            "numpy",
+            "--threads",
+            1,
+            env=env,
+        )
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.full((3, 4), 0.25))
+
+
 def test_no_subcommand_and_unknown_option_are_usage_errors():
     assert run("softmax", check=False).returncode == 2
     assert run("softmax", "a.npy", "--nope", check=False).returncode == 2
