@@ -187,7 +187,14 @@ def softmax(
     # The library's own dtype rule decides the output dtype; inside the
     # options, so that an environment variable they override is not read.
     with fastdiv.options(backend=backend, threads=threads):
-        out_dtype = fastdiv.softmax(np.zeros((1, 1), dtype)).dtype
+        try:
+            out_dtype = fastdiv.softmax(np.zeros((1, 1), dtype)).dtype
+        except TypeError:  # float128, say: refused before any is read
+            raise InputError(
+                logits,
+                f"holds dtype {dtype}, which fastdiv does not compute in; "
+                "convert it to float64 first",
+            ) from None
     streamable = (
         header is not None
         and not header.fortran_order

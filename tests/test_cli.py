@@ -481,6 +481,16 @@ class _Evil:
         return (open, (self.path, "w"))
 
 
+def test_softmax_of_a_dtype_fastdiv_does_not_compute_in(tmp_path):
+    # np.longdouble (float128 on x86-64 Linux) was once a TypeError traceback.
+    if np.dtype(np.longdouble).itemsize <= 8:
+        pytest.skip("long double is float64 here")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), np.longdouble))
+    proc = run("softmax", tmp_path / "x.npy", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "x.npy", str(np.dtype(np.longdouble)), "float64")
+    assert sorted(os.listdir(tmp_path)) == ["x.npy"]
+
+
 def test_ragged_and_non_numeric_csv(tmp_path):
     (tmp_path / "r.csv").write_text("1,2,3\n4,5,6\n7,8\n")
     proc = run("softmax", tmp_path / "r.csv", "-o", tmp_path / "y.npy", check=False)
