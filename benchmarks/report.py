@@ -3,7 +3,7 @@
 Reads the JSON that ``pytest benchmarks --benchmark-json=FILE`` wrote and
 prints, for each group (one operation, dtype and shape), every row's median
 time, its ratio to the group's floor, and how many times faster than the
-best peer it is; then checks the performance targets of issues 2, 3 and 4
+best peer it is; then checks the performance targets of issues 2 to 5
 and prints PASS, FAIL or MISSING for each. It is a report, not a test: the
 exit status is 0 whatever the targets say (1 only for an unreadable file).
 
@@ -118,6 +118,7 @@ _OP_ORDER = (
     "nearest k=10 peak memory",
     "pairwise js self, CSR 1% non-zeros",
     "numba first call",
+    "fastdiv softmax .npy",
 )
 
 
@@ -149,6 +150,8 @@ def _notes(row: Row) -> str:
             f"peak {row.info['peak_extra_mb']:.0f} MB above inputs "
             f"({row.info.get('method', '')})"
         )
+    if "peak_rss_mb" in row.info:
+        notes.append(f"peak resident {row.info['peak_rss_mb']:.0f} MB")
     if "compile_s" in row.info:
         notes.append(
             f"import {row.info['import_s']:.2f} s, first call "
@@ -431,6 +434,32 @@ def check_targets(groups: list[Group]) -> Checker:
         sparse,
         at_least=10,
     )
+
+    # Issue 5 -------------------------------------------------------------
+    shape = (500_000, 1000)
+    g = c.group("fastdiv softmax .npy", "float32", shape)
+    lab = _label("fastdiv softmax .npy", "float32", shape)
+    cmd = g and g.get("fastdiv softmax")
+    start = g and g.get("fastdiv softmax start")
+    c.ratio(
+        f"#5 {lab}: the command takes <= 2x the in-memory function",
+        cmd,
+        g and g.get("fastdiv:in-memory"),
+        at_most=2.0,
+        describe=(
+            f"; start-up {fmt_time(start.seconds)}, streaming alone "
+            f"{fmt_time(cmd.seconds - start.seconds)}"
+            if cmd and start
+            else ""
+        ),
+    )
+    c.value(
+        f"#5 {lab}: peak resident memory of the command < 500 MB",
+        cmd,
+        "peak_rss_mb",
+        at_most=500,
+        unit=" MB",
+    )
     return c
 
 
@@ -468,7 +497,7 @@ def main(argv=None) -> int:
         print_groups(groups)
 
     checker = check_targets(groups)
-    print("\n== targets (issues 2, 3, 4)")
+    print("\n== targets (issues 2, 3, 4, 5)")
     counts = defaultdict(int)
     for status, what, measured in checker.results:
         counts[status] += 1

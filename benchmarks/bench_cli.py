@@ -1,0 +1,117 @@
+"""``fastdiv softmax`` on a large .npy file against the in-memory function
+(issue 5).
+
+- ``fastdiv softmax IN.npy -o OUT.npy -T 2`` on a (500_000, 1000) float32
+  file, 2 GB (``fastdiv softmax``): the command in a fresh process, as a
+  user runs it, Python's start and fastdiv's import included. Its peak
+  resident memory comes from ``os.wait4`` on the child (``peak_rss_mb``).
+  Target: under 500 MB.
+- :func:`fastdiv.softmax` of the same array already in memory, into a fresh
+  output (``fastdiv:in-memory``), the row the command is measured against:
+  target, the command reaches at least half its throughput, i.e. takes at
+  most twice its time.
+- The command on a 2-row file (``fastdiv softmax start``): its fixed cost
+  (Python's start, imports, loading the cached kernels), which the report
+  subtracts to give the throughput of the streaming itself as well.
+
+The input file is written once before the rows run, so the command reads it
+from the page cache (as a file just produced by an earlier step would be);
+its output goes to the same folder and is replaced on every round. The
+figure is the cost of fastdiv's streaming, not of the disk.
+``FASTDIV_BENCH_QUICK=1`` and ``--bench-scale`` shrink the row count.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+from _bench import group_name, random_logits, rows, touch_memory
+
+import fastdiv
+
+SHAPE = (500_000, 1000)
+DTYPE = "float32"
+TEMPERATURE = 2.0
+OP = "fastdiv softmax .npy"
+
+
+@pytest.fixture(scope="module")
+def logits_file():
+    n, k = rows(SHAPE[0]), SHAPE[1]
+    with tempfile.TemporaryDirectory(prefix="fastdiv-bench-cli-") as folder:
+        path = os.path.join(folder, "logits.npy")
+        # Built in blocks of rows, so that building it never holds 2 GB twice.
+        out = np.lib.format.open_memmap(path, "w+", np.dtype(DTYPE), (n, k))
+        step = 50_000
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            out[r0:r1] = random_logits((r1 - r0, k), DTYPE, seed=r0)
+        out.flush()
+        del out
+        yield path, (n, k), folder
+
+
+def _info(benchmark, role, key, extra=None):
+    benchmark.group = group_name(OP, DTYPE, SHAPE)
+    benchmark.extra_info.update(
+        op=OP, dtype=DTYPE, shape=list(SHAPE), role=role, key=key, backend=None
+    )
+    benchmark.extra_info.update(extra or {})
+
+
+def test_in_memory(benchmark, logits_file):
+    path, shape, _ = logits_file
+    _info(benchmark, "floor", "fastdiv:in-memory")
+    x = np.load(path)  # in memory, not mapped
+    fastdiv.softmax(x[:2], TEMPERATURE)  # load the kernels, untimed
+    if benchmark.enabled:
+        touch_memory(4 * x.nbytes)
+    benchmark.pedantic(lambda: fastdiv.softmax(x, TEMPERATURE), rounds=3, iterations=1)
+
+
+def _run_command(path, target) -> int:
+    """Run the command once; return its peak resident memory in kB."""
+    argv = [sys.executable, "-m", "fastdiv", "softmax", path, "-o", target]
+    argv += ["-T", str(TEMPERATURE), "--quiet", "--force"]
+    child = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    err = child.stderr.read().decode(errors="replace")
+    child.stderr.close()
+    assert child.returncode == 0, err
+    return usage.ru_maxrss  # kB on Linux
+
+
+def test_command_start(benchmark, logits_file):
+    # The same command on a file of 2 rows: what it costs to start Python,
+    # import fastdiv and load the kernels, whatever the size of the file.
+    path, shape, folder = logits_file
+    small = os.path.join(folder, "two-rows.npy")
+    np.save(small, np.load(path, mmap_mode="r")[:2])
+    target = os.path.join(folder, "two-probs.npy")
+    _info(benchmark, "ours", "fastdiv softmax start")
+    _run_command(small, target)
+    benchmark.pedantic(lambda: _run_command(small, target), rounds=3, iterations=1)
+
+
+def test_command(benchmark, logits_file):
+    path, shape, folder = logits_file
+    target = os.path.join(folder, "probs.npy")
+    peaks = []
+    _info(benchmark, "ours", "fastdiv softmax")
+    _run_command(path, target)  # compile or load the Numba cache, untimed
+    benchmark.pedantic(
+        lambda: peaks.append(_run_command(path, target)), rounds=3, iterations=1
+    )
+    benchmark.extra_info["peak_rss_mb"] = max(peaks) / 1024
+    got = np.load(target, mmap_mode="r")
+    assert got.shape == shape and got.dtype == np.dtype(DTYPE)
+    x = np.load(path, mmap_mode="r")
+    np.testing.assert_allclose(
+        got[-3:], fastdiv.softmax(np.asarray(x[-3:]), TEMPERATURE), rtol=1e-6
+    )
