@@ -594,6 +594,55 @@ def test_pairwise_sparse_counts_to_csv(tmp_path):
     assert np.all(np.diag(got) == 0)
 
 
+@pytest.mark.parametrize("kind", ["array", "matrix"])
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "bsr", "dia"])
+def test_every_format_save_npz_writes_is_read_as_sparse(tmp_path, probs, fmt, kind):
+    # Only CSR's keys were once recognised: a COO file was taken for an
+    # archive of dense arrays ("holds row, col, format, shape, data").
+    import scipy.sparse
+
+    counts = probs * 7
+    mat = getattr(scipy.sparse, f"{fmt}_{kind}")(counts)
+    scipy.sparse.save_npz(tmp_path / "c.npz", mat)
+    run("pairwise", tmp_path / "c.npz", "--normalize", "-o", tmp_path / "d.npy")
+    expected = fastdiv.pairwise(
+        scipy.sparse.csr_array(counts), normalize=True, backend="numpy"
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), expected)
+    np.save(tmp_path / "p.npy", probs[:3])
+    run(
+        "nearest",
+        tmp_path / "p.npy",
+        tmp_path / "c.npz",
+        "--normalize",
+        "-k",
+        2,
+        "-o",
+        tmp_path / "n.npz",
+    )
+    idx, _ = fastdiv.nearest(probs[:3], probs, k=2, backend="numpy")
+    with np.load(tmp_path / "n.npz") as out:
+        np.testing.assert_array_equal(out["indices"], idx)
+
+
+def test_sparse_arrays_not_of_two_dimensions(tmp_path):
+    import scipy.sparse
+
+    try:  # COO arrays of other than 2 dimensions need a recent SciPy
+        vector = scipy.sparse.coo_array(np.array([1.0, 0, 3]))
+        cube = scipy.sparse.coo_array(np.ones((2, 2, 2)))
+    except (TypeError, ValueError):
+        pytest.skip("this SciPy has only 2-D sparse arrays")
+    # A 1-D sparse array is one distribution, as a 1-D dense one is.
+    scipy.sparse.save_npz(tmp_path / "v.npz", vector)
+    run("pairwise", tmp_path / "v.npz", "--normalize", "-o", tmp_path / "d.npy")
+    assert np.load(tmp_path / "d.npy").shape == (1, 1)
+    scipy.sparse.save_npz(tmp_path / "c.npz", cube)
+    proc = run("pairwise", tmp_path / "c.npz", "-o", tmp_path / "e.npy", check=False)
+    assert_bad_input(proc, "c.npz", "3-D sparse")
+    assert not (tmp_path / "e.npy").exists()
+
+
 def test_pairwise_large_output_goes_through_a_memory_map(tmp_path, probs):
     np.save(tmp_path / "p.npy", probs)
     env = {**ENV, "FASTDIV_CLI_MEMMAP_BYTES": "0"}

@@ -27,9 +27,21 @@ FORMATS = {
     ".pq": "parquet",
 }
 
-# The keys scipy.sparse.save_npz writes; an archive with exactly these holds
-# a sparse matrix rather than dense arrays.
-_SPARSE_KEYS = {"format", "shape", "data", "indices", "indptr"}
+# The keys scipy.sparse.save_npz writes: format, shape and data always, then
+# indices and indptr (csr, csc, bsr), row and col or coords (coo), offsets
+# (dia), and _is_array for a sparse array rather than a matrix. An archive
+# whose keys are the first three and some of the others holds a sparse
+# matrix rather than dense arrays.
+_SPARSE_REQUIRED = {"format", "shape", "data"}
+_SPARSE_KEYS = _SPARSE_REQUIRED | {
+    "indices",
+    "indptr",
+    "row",
+    "col",
+    "coords",
+    "offsets",
+    "_is_array",
+}
 
 
 def file_format(path, formats=FORMATS) -> str:
@@ -154,7 +166,8 @@ def read_array(spec: str, *, allow_sparse: bool = False):
     """The array in file ``spec`` (``path`` or ``path.npz:key``).
 
     .npy files come back memory-mapped (read-only). With ``allow_sparse``,
-    a :func:`scipy.sparse.save_npz` archive gives a CSR matrix.
+    a :func:`scipy.sparse.save_npz` archive of any format (csr, csc, coo,
+    bsr, dia; array or matrix) gives a CSR matrix.
     """
     path, key = split_key(spec)
     fmt = file_format(path)
@@ -180,7 +193,7 @@ def _read_npz(path, key, allow_sparse):
         raise InputError(path, f"is not a readable .npz archive ({exc})") from None
     with archive:
         names = list(archive.files)
-        if key is None and _SPARSE_KEYS <= set(names):
+        if key is None and _SPARSE_REQUIRED <= set(names) <= _SPARSE_KEYS:
             if not allow_sparse:
                 raise InputError(
                     path, "holds a sparse matrix; this command needs a dense array"
@@ -211,6 +224,7 @@ def _read_npz(path, key, allow_sparse):
 
 
 def _read_sparse(path):
+    """Any format save_npz writes, as CSR; a 1-D array is one row."""
     import scipy.sparse
 
     try:
@@ -218,7 +232,18 @@ def _read_sparse(path):
     except Exception as exc:
         raise InputError(path, f"is not a readable sparse matrix ({exc})") from None
     _check_numeric(path, mat.dtype)
-    return mat.tocsr()
+    if mat.ndim > 2:  # an n-D COO array
+        raise InputError(
+            path,
+            f"holds a {mat.ndim}-D sparse array; distributions are the rows "
+            "of a 2-D one",
+        )
+    if mat.ndim == 1:
+        mat = mat.reshape((1, -1))
+    try:
+        return mat.tocsr()
+    except ValueError as exc:  # COO coordinates out of range, say
+        raise InputError(path, f"is not a readable sparse matrix ({exc})") from None
 
 
 def read_csv(path) -> np.ndarray:
