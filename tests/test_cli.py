@@ -643,6 +643,23 @@ def test_sparse_arrays_not_of_two_dimensions(tmp_path):
     assert not (tmp_path / "e.npy").exists()
 
 
+def test_sparse_file_with_a_column_index_out_of_range(tmp_path):
+    # save_npz's keys, written by hand: column 7 of a 3-column matrix. It was
+    # an IndexError traceback here, and out-of-bounds reads in compiled code.
+    np.savez(
+        tmp_path / "c.npz",
+        format=np.bytes_(b"csr"),
+        shape=np.array([2, 3]),
+        data=np.array([0.5, 0.5, 1.0]),
+        indices=np.array([0, 7, 1]),
+        indptr=np.array([0, 2, 3]),
+    )
+    for sub, out in (("pairwise", "d.npy"), ("nearest", "n.csv")):
+        proc = run(sub, tmp_path / "c.npz", "-o", tmp_path / out, check=False)
+        assert_bad_input(proc, "c.npz", "not a readable sparse matrix", "< 3")
+    assert sorted(os.listdir(tmp_path)) == ["c.npz"]
+
+
 def test_pairwise_large_output_goes_through_a_memory_map(tmp_path, probs):
     np.save(tmp_path / "p.npy", probs)
     env = {**ENV, "FASTDIV_CLI_MEMMAP_BYTES": "0"}

@@ -241,9 +241,14 @@ def _read_sparse(path):
     if mat.ndim == 1:
         mat = mat.reshape((1, -1))
     try:
-        return mat.tocsr()
-    except ValueError as exc:  # COO coordinates out of range, say
+        csr = mat.tocsr()
+        # load_npz checks a CSR file's index arrays only in part; a column
+        # index beyond the shape would make the compiled kernels read or
+        # write out of bounds (a wrong result, or a crash).
+        csr.check_format(full_check=True)
+    except ValueError as exc:
         raise InputError(path, f"is not a readable sparse matrix ({exc})") from None
+    return csr
 
 
 def read_csv(path) -> np.ndarray:
