@@ -452,10 +452,15 @@ def test_c17_distill_value(backend):
 def _distill_mpmath(student, teacher, temperature):
     """T^2 KL(softmax(t / T) || softmax(s / T)) averaged over the rows, and
     its gradient, in mpmath with enough digits that q_s - q_t (of size 1 / T)
-    keeps 30 of them."""
+    keeps 30 of them, also where z / T is huge (its integer digits added)."""
     import mpmath
 
-    with mpmath.workdps(40 + 2 * int(np.log10(max(temperature, 1.0)))):
+    top = max(
+        float(np.abs(np.asarray(a, np.float64)).max()) for a in (student, teacher)
+    )
+    digits = 40 + 2 * int(np.log10(max(temperature, 1.0)))
+    digits += int(np.log10(max(top / temperature, 1.0)))
+    with mpmath.workdps(digits):
         big_t = mpmath.mpf(temperature)
         n = len(student)
         total, grad = mpmath.mpf(0), []
@@ -505,6 +510,110 @@ def test_distill_near_equal_student_matches_mpmath(backend, offset):
     )
     np.testing.assert_allclose(got, value, rtol=1e-8)
     np.testing.assert_allclose(g, grad, rtol=0, atol=1e-8 * np.abs(grad).max())
+
+
+# Rows of one class: both softmaxes are 1, so KL, the cross-entropy and
+# every gradient entry are exactly 0, whatever the logits and T. Numba once
+# fused the maximum's shift x / T - max / T into an FMA, which left the
+# rounding error of max / T instead of 0: 1e7 for [0] against [-150] at
+# T = 1e21, 6.6e-8 at T = 1e8, NaN for logits of 1e20 and more.
+SINGLE_CLASS_ROWS = [
+    (0.0, -150.0),
+    (3e30, -1e30),
+    (1.0, 1e30),
+    (-7.0, 2.5),
+    (1e20, 1e20),
+    (1e30, 5.0),
+    (0.1, 1e25),
+    (-3e38, 3e38),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "temperature", [5e-324, 1e-300, 0.37, 1.0, 4.0, 1e8, 1e21, 1e300, 1.7e308]
+)
+def test_distill_single_class_is_exactly_zero(backend, dtype, temperature):
+    s, t = np.array(SINGLE_CLASS_ROWS, dtype).T[:, :, None]
+    y = np.zeros(len(s), np.int64)
+    for labels, alpha in ((None, 1.0), (y, 0.5), (y, 0.0)):
+        loss, g = fd.distill_loss(
+            s, t, labels, temperature, alpha, "none", True, backend=backend
+        )
+        np.testing.assert_array_equal(loss, np.zeros(len(s), dtype))
+        np.testing.assert_array_equal(g, np.zeros(s.shape, dtype))
+
+
+# Logits far apart (|z| >= 1e18): one class takes all of the student's
+# softmax, and T^2 KL grows like T times a logit. The FMA above made the
+# maximum's exponential overflow here: inf, -inf or NaN gradients where
+# the true value is finite, and -inf where it is +inf. (student, teacher, T);
+# the values come from mpmath.
+HUGE_SPREAD_ROWS = [
+    # The tester's row: 2.65999335e34, gradient -+49999.875.
+    ([-4.5e29, 8.2e28], [0.0, 0.5], 1e5),
+    # 3.756868141839168e19 (numba gave -inf).
+    ([0.0, 3e19], [0.0, 1.0], 3.0),
+    # Both softmaxes one-hot on the same class: exactly 0 (numba: -inf).
+    ([0.0, 3e19], [0.0, 1e18], 41.0),
+    # T^2 KL = T^2 (max / T - log 2) / 2 = 4.9999999999999993e22.
+    ([5e18, -5e18], [0.0, 0.0], 1e4),
+    ([2e22, 1.7e22, 1.9e22], [0.0, 1e17, -5e16], 1e3),
+    ([1e19, 0.0, -1e19], [1.0, 3.0, 2.0], 30.0),
+    # 41 * 3e307 / 2 overflows: +inf (numba gave -inf), a finite gradient.
+    ([0.0, 3e307], [0.0, 0.0], 41.0),
+]
+
+
+@pytest.mark.parametrize(("student", "teacher", "temperature"), HUGE_SPREAD_ROWS)
+def test_distill_huge_logit_spreads_match_mpmath(
+    backend, student, teacher, temperature
+):
+    s, t = np.array([student]), np.array([teacher])
+    value, grad = _distill_mpmath(s, t, temperature)
+    got, g = fd.distill_loss(
+        s, t, temperature=temperature, alpha=1.0, return_grad=True, backend=backend
+    )
+    np.testing.assert_allclose(got, value, rtol=1e-13)
+    np.testing.assert_allclose(g, grad, rtol=0, atol=1e-13 * np.abs(grad).max())
+    if max(np.abs(s).max(), np.abs(t).max()) < 3e38:
+        # The same rows in float32, with the float32 rounding of the result.
+        s32, t32 = s.astype(np.float32), t.astype(np.float32)
+        value, grad = _distill_mpmath(s32, t32, temperature)
+        got, g = fd.distill_loss(
+            s32, t32, None, temperature, 1.0, return_grad=True, backend=backend
+        )
+        assert got.dtype == g.dtype == np.float32
+        np.testing.assert_allclose(got, value, rtol=1e-6)
+        np.testing.assert_allclose(g, grad, rtol=0, atol=1e-6 * np.abs(grad).max())
+
+
+def test_distill_extreme_rows_match_reference(backend):
+    # Huge logits and spreads at huge and tiny T, with labels, alpha < 1
+    # and the gradient: every backend against the reference, both dtypes.
+    rows = [row[:2] for row in HUGE_SPREAD_ROWS[:-1]] + [
+        ([1e20, -1e20], [-1e20, 1e20]),
+        ([0.0, -1e300], [0.0, -1e300]),
+        ([-1e308, 1e308], [1e308, -1e308]),
+        ([1e30, 1e30 * (1 + 2**-52)], [1e30, 0.0]),
+    ]
+    temperatures = [5e-324, 1e-300, 0.37, 1.0, 4.0, 1e5, 1e300]
+    # float32 leaves out T = 1e21, where these spreads are 1e-2 of T: the
+    # compiled backends keep the plain KL there, and its float32 scratch
+    # exponentials leave it about 1e-4 of relative error (both alike).
+    for dtype, more in ((np.float32, []), (np.float64, [1e21])):
+        for student, teacher in rows:
+            with np.errstate(over="ignore"):  # 1e300 is +-inf in float32
+                s = np.array([student, student[::-1]], dtype)
+                t = np.array([teacher, teacher], dtype)
+            y = np.array([0, 1])
+            for temperature in temperatures + more:
+                for labels, alpha in ((None, 1.0), (y, 0.9), (y, 0.0)):
+                    args = (s, t, labels, temperature, alpha, "none", True)
+                    got = fd.distill_loss(*args, backend=backend)
+                    want = fd.distill_loss(*args, backend="numpy")
+                    what = f"{dtype.__name__} {student} {teacher} T={temperature}"
+                    assert_pair(got, want, f"{what} a={alpha}")
 
 
 def test_zero_target_on_masked_logit_contributes_zero(backend):
