@@ -22,6 +22,10 @@ from fastdiv._cli.errors import InputError
 MAX_CHUNK_ROWS = 2048
 CHUNK_BYTES = 16 * 2**20
 
+# Seconds to wait for the scheduler to answer: a scheduler on a network
+# answers well within this, and a user who mistyped the port waits no longer.
+CONNECT_TIMEOUT = 10
+
 
 @contextlib.contextmanager
 def connect(address: str):
@@ -34,9 +38,18 @@ def connect(address: str):
             None,
             "--scheduler needs Dask's distributed package: pip install 'fastdiv[dask]'",
         ) from None
+    # A Client whose constructor raises is left half made, its event loop
+    # still running; at exit its __del__ then waits twice the timeout for a
+    # close that cannot finish and prints a TimeoutError (distributed closes
+    # it itself only after an OSError). Making the object before running its
+    # __init__ keeps a reference, so that it is closed here and at once.
+    client = distributed.Client.__new__(distributed.Client)
     try:
-        client = distributed.Client(address, timeout=10, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
+        client.__init__(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except Exception as exc:  # ValueError for a malformed address, TypeError
+        # for tls:// without a TLS configuration, OSError when none answers
+        with contextlib.suppress(Exception):
+            client.close(timeout=2)
         raise InputError(
             None, f"cannot connect to the Dask scheduler at {address!r}: {exc}"
         ) from None

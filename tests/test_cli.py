@@ -783,6 +783,30 @@ def test_nearest_sparse_query_against_dense_npz_output(tmp_path, probs):
         np.testing.assert_allclose(out["values"], val, atol=1e-15)
 
 
+@pytest.mark.parametrize("sub", ["pairwise", "nearest"])
+@pytest.mark.parametrize(
+    "address, fragment",
+    [
+        ("notanaddress", "missing port"),
+        ("foo://host:8786", "unknown address scheme"),
+        ("tls://127.0.0.1:1", "TLS"),  # a TypeError in distributed
+    ],
+)
+def test_malformed_scheduler_address_exits_at_once(
+    tmp_path, probs, sub, address, fragment
+):
+    # The half-made Client once stayed behind: 20 s at exit, then "Exception
+    # ignored in Client.__del__ ... TimeoutError" under the one line.
+    pytest.importorskip("distributed")
+    np.save(tmp_path / "p.npy", probs)
+    out = tmp_path / ("d.npy" if sub == "pairwise" else "n.csv")
+    t0 = time.monotonic()
+    proc = run(sub, tmp_path / "p.npy", "-o", out, "--scheduler", address, check=False)
+    assert time.monotonic() - t0 < 10
+    assert_bad_input(proc, "Dask scheduler", repr(address), fragment)
+    assert sorted(os.listdir(tmp_path)) == ["p.npy"]
+
+
 # --------------------------------------------------------------------------
 # bench and demo
 # --------------------------------------------------------------------------
