@@ -869,3 +869,16 @@ def test_demo_neighbours_agree_with_scipy_cdist(tmp_path):
         for (name, _), j in zip(near, order, strict=True):
             tied = np.sum(np.abs(ref[i] - ref[i, j]) < 1e-12) > 1
             assert tied or name == names[j]
+
+
+def test_demo_report_says_what_each_figure_is(tmp_path):
+    # Once "(nats, of 5)" and "(first call 0.00 s)" beside the timed call:
+    # the unit and range of the values and what the warm-up is are spelt out.
+    proc = run("demo", "--vocabulary", 300, "--no-scipy", cwd=tmp_path)
+    out = proc.stdout
+    assert "first call" not in out and "nats, of" not in out
+    assert "each module's 5 nearest modules by the Jensen-Shannon" in out
+    assert "in nats: 0 for the same frequencies, up to ln 2 = 0.693" in out
+    assert "time to compute the" in out
+    assert "leaves out a warm-up call on 2 rows" in " ".join(out.split())
+    assert max(map(len, out.splitlines()[-2:])) <= 79
