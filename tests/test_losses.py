@@ -695,6 +695,41 @@ def test_views_and_read_only_inputs(backend, rng):
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_read_only_inputs_of_every_loss(backend, rng, dtype, tmp_path):
+    # Logits, targets and labels frozen or from np.load(..., mmap_mode="r")
+    # give the bits of the same call on writeable copies.
+    z = random_logits(rng, 9, 6, dtype)
+    w = random_logits(rng, 9, 6, dtype)
+    p = random_probs(rng, 9, 6, dtype)
+    y = rng.integers(0, 6, 9)
+    calls = {
+        "nll": lambda z, w, p, y: fd.nll(
+            z, y, 1.5, label_smoothing=0.1, return_grad=True, backend=backend
+        ),
+        "soft_ce": lambda z, w, p, y: fd.soft_cross_entropy(
+            z, p, 0.7, return_grad=True, backend=backend
+        ),
+        "distill": lambda z, w, p, y: fd.distill_loss(
+            z, w, y, 3.0, 0.6, return_grad=True, backend=backend
+        ),
+        "distill soft": lambda z, w, p, y: fd.distill_loss(
+            z, w, None, 3.0, return_grad=True, backend=backend
+        ),
+    }
+    arrays = {"z": z, "w": w, "p": p, "y": y}
+    frozen, mapped = {}, {}
+    for name, a in arrays.items():
+        frozen[name] = a.copy()
+        frozen[name].flags.writeable = False
+        np.save(tmp_path / f"{name}.npy", a)
+        mapped[name] = np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+    for name, call in calls.items():
+        want = call(**arrays)
+        for kind, inputs in (("frozen", frozen), ("mmap", mapped)):
+            assert_bit_identical(call(**inputs), want, f"{name} {kind}")
+
+
 @pytest.mark.parametrize(
     ("call", "exc", "match"),
     [

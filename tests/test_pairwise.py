@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 
 import fastdiv as fd
+from tests.conftest import require_backend
 
 # The module (fastdiv.pairwise the attribute is the function).
 pw_module = importlib.import_module("fastdiv.pairwise")
@@ -175,6 +176,73 @@ def test_layouts_and_views(rng):
     np.testing.assert_array_equal(fd.pairwise(big[::2, ::2], Q, "js"), ref)
     swapped = P.astype(P.dtype.newbyteorder())
     np.testing.assert_array_equal(fd.pairwise(swapped, Q, "js"), ref)
+
+
+def _read_only_variants(a, path):
+    """(writeable, read-only) pairs of a: a frozen copy, np.load(...,
+    mmap_mode="r"), and a CSR matrix whose arrays are frozen."""
+    frozen = a.copy()
+    frozen.flags.writeable = False
+    np.save(path, a)
+    csr = sp.csr_matrix(a)
+    for part in (csr.data, csr.indices, csr.indptr):
+        part.flags.writeable = False
+    return {
+        "frozen": (a, frozen),
+        "mmap": (a, np.load(path, mmap_mode="r")),
+        "csr": (sp.csr_matrix(a), csr),
+    }
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_read_only_inputs(backend, metric, dtype, rng, tmp_path):
+    # Numba's dense JS kernel once had signatures for writeable arrays only
+    # (TypeError: No matching definition ... readonly array). Each call on
+    # read-only input gives the bits of the same call on writeable input.
+    P = _dists(rng, 7, 9, dtype=dtype)
+    Q = _dists(rng, 5, 9, dtype=dtype)
+    ro_p = _read_only_variants(P, tmp_path / "p.npy")
+    ro_q = _read_only_variants(Q, tmp_path / "q.npy")
+    calls = {
+        "pairwise": lambda p, q: fd.pairwise(p, q, metric, backend=backend),
+        "pairwise self": lambda p, q: fd.pairwise(p, metric=metric, backend=backend),
+        "nearest": lambda p, q: fd.nearest(p, q, k=2, metric=metric, backend=backend),
+        "nearest self": lambda p, q: fd.nearest(p, k=2, metric=metric, backend=backend),
+    }
+    for name, call in calls.items():
+        for kind, (p, ro) in ro_p.items():
+            q, ro_other = ro_q[kind]
+            want = call(p, q)
+            got = call(ro, ro_other)
+            for g, w in zip(np.atleast_1d(got), np.atleast_1d(want), strict=True):
+                np.testing.assert_array_equal(g, w, err_msg=f"{name} {kind}")
+    np.testing.assert_array_equal(ro_p["mmap"][1], P)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rowwise_functions_accept_read_only_inputs(backend, dtype, rng, tmp_path):
+    # The row-wise functions the matrices are loops over, on the same
+    # read-only inputs and on a read-only broadcast row (as in _loop).
+    require_backend(backend, "divergence", ("entropy_rows", "kl_rows", "js_rows"))
+    P = _dists(rng, 7, 9, dtype=dtype)
+    Q = _dists(rng, 7, 9, dtype=dtype)
+    ro_p = _read_only_variants(P, tmp_path / "p.npy")
+    ro_q = _read_only_variants(Q, tmp_path / "q.npy")
+    row = np.broadcast_to(P[0], Q.shape)
+    assert not row.flags.writeable
+    for kind in ("frozen", "mmap"):
+        ro, ro_other = ro_p[kind][1], ro_q[kind][1]
+        want = fd.entropy(P, base=2, backend=backend)
+        got = fd.entropy(ro, base=2, backend=backend)
+        np.testing.assert_array_equal(got, want, err_msg=f"entropy {kind}")
+        for name, fn in ROWWISE.items():
+            want = fn(P, Q, backend=backend)
+            got = fn(ro, ro_other, backend=backend)
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {kind}")
+            want = fn(np.array(row), Q, backend=backend)
+            got = fn(row, ro_other, backend=backend)
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {kind} row")
 
 
 @pytest.mark.parametrize("metric", ["js", "kl"])

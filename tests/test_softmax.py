@@ -383,6 +383,33 @@ def test_out_untouched_when_input_is_bad(backend):
     assert (out == 99.0).all() and (out1 == 99.0).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_read_only_inputs(backend, dtype, tmp_path):
+    # A frozen array, np.load(..., mmap_mode="r") and a broadcast (read-only)
+    # view give the bits of the same call on a writeable copy, as x and b.
+    x = np.random.default_rng(3).standard_normal((6, 7)).astype(dtype)
+    b = np.linspace(-1.0, 1.0, 7).astype(dtype)
+    frozen, frozen_b = x.copy(), b.copy()
+    frozen.flags.writeable = frozen_b.flags.writeable = False
+    np.save(tmp_path / "x.npy", x)
+    inputs = {
+        "frozen": (frozen, np.broadcast_to(b, x.shape)),
+        "mmap": (np.load(tmp_path / "x.npy", mmap_mode="r"), frozen_b[None, :]),
+    }
+    calls = [
+        lambda x, b: fd.softmax(x, 1.3, backend=backend),
+        lambda x, b: fd.log_softmax(x, 0.6, axis=0, backend=backend),
+        lambda x, b: fd.logsumexp(x, 2.0, backend=backend),
+        lambda x, b: fd.logsumexp(x, 0.7, b=b, return_sign=True, backend=backend),
+    ]
+    for i, call in enumerate(calls):
+        want = call(x, np.broadcast_to(b, x.shape).copy())
+        for kind, (ro_x, ro_b) in inputs.items():
+            assert not (ro_x.flags.writeable or ro_b.flags.writeable)
+            assert_bit_identical(call(ro_x, ro_b), want, f"call {i} {kind}")
+    np.testing.assert_array_equal(inputs["mmap"][0], x)
+
+
 def test_out_read_only_raises(backend):
     out = np.zeros((2, 3))
     out.flags.writeable = False

@@ -108,11 +108,17 @@ def _js_tile(P, Q, out, diag, i0, i1, tile_q, tile_k):
                 out[i, jj] = 0.0 if v < 0.0 else v
 
 
+def _in2(f):
+    # P and Q are typed read-only, so that read-only arrays (a frozen array,
+    # np.load(..., mmap_mode="r")) are accepted without a copy; a writeable
+    # array converts to this type safely, and one signature per dtype keeps
+    # one compiled _js_tile per dtype.
+    return nb.types.Array(f, 2, "C", readonly=True)
+
+
 _DENSE_SIGS = [
-    "void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, int64,"
-    " int64)",
-    "void(float64[:, ::1], float64[:, ::1], float64[:, ::1], int64, int64, int64,"
-    " int64)",
+    nb.void(_in2(f), _in2(f), f[:, ::1], nb.int64, nb.int64, nb.int64, nb.int64)
+    for f in (nb.float32, nb.float64)
 ]
 
 
