@@ -107,7 +107,7 @@ def test_info_reports_backends_threads_and_cpu():
     ],
     ids=" ".join,
 )
-def test_bad_environment_variable_is_one_line_naming_it(tmp_path, sub, variable, value):
+def test_bad_environment_variable_is_one_line(tmp_path, sub, variable, value):
     # softmax once showed FASTDIV_NUM_THREADS=abc as a ValueError traceback.
     np.save(tmp_path / "x.npy", np.full((3, 4), 0.25))
     env = {**ENV, variable: value}
@@ -701,7 +701,9 @@ def test_bad_base_names_the_option(tmp_path, probs, sub, args, fragment):
     "p_shape, q_shape",
     [((3, 0), None), ((0, 5), None), ((0, 0), None), ((3, 2), (0, 2))],
 )
-def test_pairwise_of_empty_arrays_writes_the_library_result(tmp_path, p_shape, q_shape):
+def test_pairwise_of_empty_arrays_writes_what_the_library_gives(
+    tmp_path, p_shape, q_shape
+):
     # Rows over zero categories, or no rows at all: the matrix the library
     # gives, written without a traceback (memoryview refused the zero shapes).
     p = np.zeros(p_shape) if p_shape[1] == 0 else np.full(p_shape, 1 / p_shape[1])
