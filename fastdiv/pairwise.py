@@ -525,6 +525,12 @@ def _prepare_sparse(x, name, normalize, check, backend):
     elif x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
     csr = sp.csr_matrix(x, copy=True)
+    try:
+        # Index bounds and monotone pointers: the kernels trust them, and a
+        # column index past k made the Cython kernel write out of bounds.
+        csr.check_format(full_check=True)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid CSR matrix: {exc}") from None
     csr.data = as_float_array(csr.data, name)
     csr.sum_duplicates()
     n = csr.shape[0]

@@ -389,6 +389,21 @@ def test_nearest_of_empty_p_is_empty(rng):
         fd.nearest(np.empty((0, 4)), k=0)
 
 
+@pytest.mark.parametrize("which", ["P", "Q"])
+def test_damaged_csr_is_a_value_error_naming_it(backend, which):
+    # A column index past k once made the Cython kernel write out of bounds
+    # and the Numba one return a wrong matrix.
+    good = sp.csr_matrix(np.full((2, 3), 1 / 3))
+    bad = sp.csr_matrix(np.full((2, 3), 1 / 3))
+    bad.indices[1] = 7
+    P, Q = (bad, good) if which == "P" else (good, bad)
+    for metric in ("js", "kl"):
+        with pytest.raises(ValueError, match=f"^{which} is not a valid CSR matrix"):
+            fd.pairwise(P, Q, metric=metric, backend=backend)
+    with pytest.raises(ValueError, match=f"^{which} is not a valid CSR matrix"):
+        fd.nearest(P, Q, k=1, backend=backend)
+
+
 def test_ragged_rows_are_a_value_error_naming_the_argument(rng):
     P = _dists(rng, 3, 2)
     with pytest.raises(ValueError, match=r"^P cannot be converted"):
