@@ -556,7 +556,8 @@ def nearest(
     symmetric = Q is None
     m = A.shape[0] if symmetric else B.shape[0]
     avail = m - 1 if symmetric else m
-    if k > avail:
+    # No query rows: empty (0, k) results, as fastdiv.nearest gives.
+    if k > avail and A.shape[0] > 0:
         raise ValueError(
             f"k={k} is larger than the {avail} rows of "
             f"{'P other than the row itself' if symmetric else 'Q'}"

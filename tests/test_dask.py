@@ -212,6 +212,15 @@ def test_nearest_ties_by_lower_index_across_blocks():
     assert (got == np.arange(4)).all()
 
 
+def test_nearest_of_empty_p_is_empty():
+    # As fastdiv.nearest: no query rows give (0, k) results, even though P
+    # itself has too few rows for k.
+    P = da.from_array(np.empty((0, 4)), chunks=(1, -1))
+    idx, val = fdd.nearest(P, k=5)
+    assert idx.compute(scheduler="threads").shape == (0, 5)
+    assert val.compute(scheduler="threads").shape == (0, 5)
+
+
 def test_errors_name_the_global_row():
     P = distributions(12, 4, np.float64, seed=10)
     P[9, 0] += 0.5
