@@ -417,6 +417,8 @@ def test_ignored_rows_take_no_part(backend, rng):
 
 def test_empty_batch(backend):
     z = np.zeros((0, 5))
+    # [] is a float64 array to NumPy; no rows need no labels of any type.
+    assert np.isnan(fd.nll(z, [], backend=backend))
     assert np.isnan(fd.nll(z, np.zeros(0, int), backend=backend))
     assert fd.nll(z, np.zeros(0, int), reduction="sum", backend=backend) == 0.0
     assert np.isnan(fd.soft_cross_entropy(z, z, backend=backend))
@@ -745,6 +747,11 @@ def test_read_only_inputs_of_every_loss(backend, rng, dtype, tmp_path):
             "label_smoothing",
         ),
         (lambda z, y, p: fd.nll(z, y, reduction="avg"), ValueError, "reduction"),
+        (
+            lambda z, y, p: fd.nll(z, y, reduction=np.array(["mean"])),
+            ValueError,
+            "reduction",
+        ),
         (lambda z, y, p: fd.nll(z, y, ignore_index=1.5), TypeError, "ignore_index"),
         (lambda z, y, p: fd.nll(z[None], y), ValueError, "logits must be"),
         (lambda z, y, p: fd.nll(z.astype(complex), y), TypeError, "logits"),
