@@ -555,6 +555,40 @@ def test_agrees_with_scipy_negative_sum_without_sign(backend):
     assert_same(got, want)
 
 
+# Weighted sums whose every term b_j exp(x_j / T) underflows to 0 (x / T
+# below -DBL_MAX with T < 1): log|sum| = -inf with sign 0, as in SciPy;
+# numba once gave the sign of the weights at the maximum. (x, b, T)
+UNDERFLOWING_WEIGHTED_SUMS = [
+    ([-1e308], [-0.5], 0.013),
+    ([-1e308, -1e308], [2.0, -3.0], 0.013),
+    ([-1e308, 1.0], [-1.0, 0.0], 0.013),  # b = 0: x = 1 takes no part
+    ([-1e308, -np.inf], [-1.0, 2.0], 0.5),
+    ([-1e300, -1e308], [3.0, -1.0], 1e-10),
+    # Finite in float32 too.
+    ([-3e38], [-2.0], 1e-300),
+    ([-3e38, -1e38], [1.0, -1.0], 1e-290),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_sum_that_underflows_has_sign_zero(backend, dtype):
+    for x, b, temperature in UNDERFLOWING_WEIGHTED_SUMS:
+        with np.errstate(over="ignore"):  # -1e308 is -inf in float32
+            xs, bs = np.array([x], dtype), np.array([b], dtype)
+        got = fd.logsumexp(xs, temperature, b=bs, return_sign=True, backend=backend)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            want = scipy.special.logsumexp(
+                xs.astype(np.float64) / temperature, axis=-1, b=bs, return_sign=True
+            )
+        assert_same(got, tuple(v.astype(dtype) for v in want), what=f"{x} {b}")
+        np.testing.assert_array_equal(got[1], [0.0])
+    # Beside them, a sum whose log is finite keeps the sign of its terms.
+    got = fd.logsumexp(
+        [[-1e308, -5e307]], 0.5, b=[[2.0, -3.0]], return_sign=True, backend=backend
+    )
+    assert_same(got, (np.array([-1e308 + np.log(3.0)]), np.array([-1.0])))
+
+
 # --------------------------------------------------------------------------
 # The reference against high precision.
 # --------------------------------------------------------------------------

@@ -326,9 +326,13 @@ def _weighted_row(x, b, temperature):
             if v != v:
                 return np.nan, np.nan
             m = v if v > m else m
-    if m == -np.inf:  # no used entry, or all of them -inf: a zero sum
-        return -np.inf, 0.0
     top = m if scale_first else m / temperature
+    # A zero sum, sign 0 as in SciPy: no used entry, all of them -inf, or
+    # (T < 1) a finite maximum whose max / T is below -DBL_MAX, where every
+    # term b_j exp(x_j / T) underflows to 0 (the weights at the maximum
+    # would otherwise give their sign to a log of -inf).
+    if top == -np.inf:
+        return -np.inf, 0.0
 
     w = 0.0
     r = 0.0
