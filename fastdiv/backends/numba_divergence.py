@@ -10,10 +10,14 @@ of ``numba_math`` instead of ``math.log``, and sums that LLVM can turn into
 vector code without reassociation. A row is cut into chunks of ``_CHUNK``
 entries; the terms of a chunk are written to a small buffer by a loop with
 no loop-carried dependence (so the logs vectorise), then added up in eight
-fixed lanes. The order of the additions depends only on k, never on the
-thread count. Every term is computed in float64, also for float32 input:
-the divergences of near-identical rows are differences of nearly equal
-terms, and float32 logs would lose them.
+fixed lanes. The chunk is read through a slice of the row, indexed from 0:
+an index written ``j0 + j`` is not known to be >= 0, and the wraparound
+test Numba then adds kept LLVM from vectorising the loop (3.5 ns per entry
+instead of 1.5 for the entropy, on one core of the project machine).
+The order of the additions depends only on k, never on the thread count.
+Every term is computed in float64, also for float32 input: the divergences
+of near-identical rows are differences of nearly equal terms, and float32
+logs would lose them.
 """
 
 from __future__ import annotations
@@ -76,9 +80,11 @@ def _xlogy_row(x, y, buf):
     total = 0.0
     for j0 in range(0, k, _CHUNK):
         m = min(_CHUNK, k - j0)
+        xc = x[j0 : j0 + m]
+        yc = y[j0 : j0 + m]
         for j in range(m):
-            a = float64(x[j0 + j])
-            t = a * log_f64(float64(y[j0 + j]))
+            a = float64(xc[j])
+            t = a * log_f64(float64(yc[j]))
             buf[j] = 0.0 if a == 0.0 else t
         total += _lane_sum(buf, m)
     return total
@@ -97,9 +103,11 @@ def _kl_row(p, q, buf):
     total = 0.0
     for j0 in range(0, k, _CHUNK):
         m = min(_CHUNK, k - j0)
+        pc = p[j0 : j0 + m]
+        qc = q[j0 : j0 + m]
         for j in range(m):
-            a = float64(p[j0 + j])
-            t = a * log_f64(a / float64(q[j0 + j]))
+            a = float64(pc[j])
+            t = a * log_f64(a / float64(qc[j]))
             buf[j] = 0.0 if a == 0.0 else t
         total += _lane_sum(buf, m)
     if np.isfinite(total):
@@ -107,9 +115,11 @@ def _kl_row(p, q, buf):
     total = 0.0
     for j0 in range(0, k, _CHUNK):
         m = min(_CHUNK, k - j0)
+        pc = p[j0 : j0 + m]
+        qc = q[j0 : j0 + m]
         for j in range(m):
-            a = float64(p[j0 + j])
-            b = float64(q[j0 + j])
+            a = float64(pc[j])
+            b = float64(qc[j])
             r = a / b
             if r >= _TINY and r <= _HUGE:
                 t = a * log_f64(r)
@@ -127,9 +137,11 @@ def _js_row(p, q, buf):
     total = 0.0
     for j0 in range(0, k, _CHUNK):
         m = min(_CHUNK, k - j0)
+        pc = p[j0 : j0 + m]
+        qc = q[j0 : j0 + m]
         for j in range(m):
-            a = float64(p[j0 + j])
-            b = float64(q[j0 + j])
+            a = float64(pc[j])
+            b = float64(qc[j])
             s = a + b
             ta = a * log_f64((a + a) / s)
             tb = b * log_f64((b + b) / s)
