@@ -33,10 +33,9 @@ def positive_int(text: str) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    # The help texts state their defaults themselves: several depend on
+    # --quick, which ArgumentDefaultsHelpFormatter would show as None.
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--epochs",
         type=positive_int,
