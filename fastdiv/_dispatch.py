@@ -253,8 +253,13 @@ def num_threads() -> int:
     return usable_cores()
 
 
+@functools.cache
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity)."""
+    """The cores this process may run on (its CPU affinity).
+
+    Read once: it is asked on every call of a compiled kernel, and the
+    system call was a tenth of the cost of a softmax of 10 numbers.
+    """
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
