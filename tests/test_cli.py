@@ -165,6 +165,29 @@ def test_softmax_npy_in_many_blocks_matches_the_function(tmp_path, logits):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("path", ["sync_file_range", "fadvise", "none"])
+def test_npy_writer_write_behind_keeps_every_byte(tmp_path, monkeypatch, path):
+    # The write-behind sends blocks to disk and drops them from the page
+    # cache; with a window of a few bytes every block goes through it, by
+    # sync_file_range, by posix_fadvise alone or (no such call) not at all.
+    from fastdiv._cli import writers
+
+    monkeypatch.setattr(writers._WriteBehind, "WINDOW_BYTES", 100)
+    if path != "sync_file_range":
+        monkeypatch.setattr(writers, "_sync_file_range", None)
+    if path == "none":
+        monkeypatch.delattr(writers.os, "posix_fadvise", raising=False)
+    x = np.random.default_rng(5).standard_normal((41, 9)).astype(np.float32)
+    out = tmp_path / "y.npy"
+    writer = writers.RowWriter(out, "npy", x.shape, x.dtype, name="softmax")
+    for start in range(0, len(x), 4):
+        writer.write(x[start : start + 4])
+    # No call failed and switched the write-behind off on the way.
+    assert writer._behind._on == (path != "none")
+    writer.close()
+    np.testing.assert_array_equal(np.load(out), x)
+
+
 def test_log_softmax_of_3d_npy_streams_on_last_axis(tmp_path):
     x = np.random.default_rng(2).standard_normal((4, 6, 5))
     np.save(tmp_path / "x.npy", x)
