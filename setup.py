@@ -51,6 +51,22 @@ def has_openmp() -> bool:
     return done.returncode == 0
 
 
+def accepts_flag(flag: str) -> bool:
+    """True when the C compiler compiles an empty function with ``flag``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("int fastdiv_probe(void) { return 0; }\n")
+        try:
+            done = subprocess.run(
+                _compiler() + ["-Werror", flag, "-c", src, "-o", src + ".o"],
+                capture_output=True,
+            )
+        except OSError:
+            return False
+    return done.returncode == 0
+
+
 def extensions() -> list[Extension]:
     openmp = has_openmp()
     print(
@@ -64,6 +80,11 @@ def extensions() -> list[Extension]:
     # from becoming one fused multiply-add on FMA machines: the softmax
     # kernels rely on x * a - max * a being exactly 0 at the maximum.
     compile_args = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+    # GCC keeps to 256-bit vectors even in the AVX-512 clones of the hot
+    # loops (fastdiv_math.h) unless told otherwise; other code is compiled
+    # for baseline x86-64, where the flag changes nothing.
+    if accepts_flag("-mprefer-vector-width=512"):
+        compile_args.append("-mprefer-vector-width=512")
     link_args = []
     if openmp:
         compile_args.append("-fopenmp")

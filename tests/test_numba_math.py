@@ -14,6 +14,7 @@ numba = pytest.importorskip("numba")
 
 from fastdiv.backends.numba_math import (  # noqa: E402
     exp_f32,
+    exp_f32_of_f64,
     exp_f64,
     log_f32,
     log_f64,
@@ -236,3 +237,49 @@ def test_maxnum_ignores_nan():
     assert _max_of(np.array([1.0, np.nan, 3.0, -np.inf])) == 3.0
     assert _max_of(np.array([np.nan, np.nan])) == -np.inf
     assert _max_of(np.array([-np.inf, np.inf, np.nan])) == np.inf
+
+
+def _exp_mixed_error(x):
+    """ulp error of exp_f32_of_f64 on float64 x, against long double exp."""
+    got = _apply_mixed(x)
+    with np.errstate(all="ignore"):
+        exact = np.exp(x.astype(np.longdouble))
+        rounded = exact.astype(np.float32)
+    keep = np.isfinite(rounded) & (rounded != 0)
+    ulp = np.spacing(np.abs(rounded[keep])).astype(np.longdouble)
+    return float(np.max(np.abs(got[keep].astype(np.longdouble) - exact[keep]) / ulp))
+
+
+def _apply_mixed(x):
+    out = np.empty(x.shape, np.float32)
+    _map(exp_f32_of_f64, x, out)
+    return out
+
+
+@needs_long_double
+def test_exp_of_float64_to_float32_keeps_the_argument_accurate():
+    # Arguments that are not float32 numbers: rounding them to float32
+    # first would cost up to |x| * 2**-24 relative, 5e-6 (80 ulp) at -80.
+    rng = np.random.default_rng(13)
+    x = np.concatenate(
+        [
+            rng.uniform(-104.0, 88.7, 400_000),
+            rng.uniform(-1, 1, 100_000) * 10.0 ** rng.integers(-20, 1, 100_000),
+            rng.uniform(-104.0, -64.0, 100_000),
+        ]
+    )
+    assert _exp_mixed_error(x) <= MAX_ULP["exp"]
+    rounded_first = _apply(exp_f32, x.astype(np.float32))
+    assert np.max(np.abs(rounded_first / np.exp(x) - 1)[x > -80]) > 1e-6
+
+
+def test_exp_of_float64_to_float32_special_values():
+    x = np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, 88.72, 88.73, -104.0]
+    )
+    got = _apply_mixed(x)
+    with np.errstate(over="ignore"):
+        expected = np.exp(x).astype(np.float32)
+    np.testing.assert_array_equal(got[:9], expected[:9])
+    # exp(-104) = 6.8e-46 rounds to 0 or to the smallest subnormal.
+    assert got[9] in (0.0, np.finfo(np.float32).smallest_subnormal)

@@ -270,9 +270,32 @@ def test_logsumexp_keeps_small_terms(backend):
 # Threads: each row is reduced by one thread in a fixed order.
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_one_and_two_threads_bit_identical(compiled_backend, dtype):
+@pytest.mark.parametrize("k", [1, 2, 5, 15, 16, 17])
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 2.0, 1.7])
+def test_many_short_rows_with_special_rows_match_reference(
+    backend, dtype, k, temperature
+):
+    # Short rows are processed many to a task, in flat loops; every row
+    # must still follow its own rules, whatever its neighbours hold.
+    rng = np.random.default_rng(k)
+    x = (rng.standard_normal((3001, k)) * 8.0).astype(dtype)
+    x[5::211] = -INF  # all -inf rows
+    x[7::223, 0] = INF  # one +inf: the one-hot limit
+    x[9::227, :] = INF  # several +inf (all of them when k == 1)
+    x[11::229, -1] = NAN
+    x[13::233] = np.finfo(dtype).max / 3  # huge equal logits
+    x[17::239, 0] = -np.finfo(dtype).max
+    for fn in FUNCTIONS:
+        got = fn(x, temperature, backend=backend)
+        want = fn(x, temperature, backend="numpy")
+        assert_same(got, want, what=f"{fn.__name__} k={k} T={temperature}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [7, 257])  # short rows take a path of their own
+def test_one_and_two_threads_bit_identical(compiled_backend, dtype, k):
     rng = np.random.default_rng(11)
-    x = (rng.standard_normal((4000, 257)) * 6.0).astype(dtype)
+    x = (rng.standard_normal((4000, k)) * 6.0).astype(dtype)
     x[::97, 3] = -INF
     x[::101, 5] = NAN
     b = rng.standard_normal(x.shape).astype(dtype)
