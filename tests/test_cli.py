@@ -188,6 +188,28 @@ def test_npy_writer_write_behind_keeps_every_byte(tmp_path, monkeypatch, path):
     np.testing.assert_array_equal(np.load(out), x)
 
 
+def test_npy_writer_write_behind_raises_a_failed_write(tmp_path, monkeypatch):
+    # A write error found while waiting for the writeback is reported to
+    # that call only; the final fsync would not see it again.
+    import errno
+
+    from fastdiv._cli import writers
+
+    def failing(fd, offset, length, flags):
+        if flags == writers._SFR_WAIT:
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(writers._WriteBehind, "WINDOW_BYTES", 100)
+    monkeypatch.setattr(writers, "_sync_file_range", failing)
+    monkeypatch.setattr(writers, "_sync_range", failing)
+    x = np.zeros((41, 9), np.float32)
+    writer = writers.RowWriter(tmp_path / "y.npy", "npy", x.shape, x.dtype, name="s")
+    with pytest.raises(OSError, match="Input/output"):
+        for start in range(0, len(x), 4):
+            writer.write(x[start : start + 4])
+    writer.abort()
+
+
 def test_log_softmax_of_3d_npy_streams_on_last_axis(tmp_path):
     x = np.random.default_rng(2).standard_normal((4, 6, 5))
     np.save(tmp_path / "x.npy", x)

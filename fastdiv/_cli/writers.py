@@ -218,9 +218,10 @@ class _WriteBehind:
     included, and under 20 ms for the fsync. The page cache the command
     leaves behind is small too.
 
-    Only an optimisation: where the system lacks a call, or a call fails,
-    it stops and the file is written as before; errors that matter come
-    from the writes and the final fsync.
+    Only an optimisation: where the system lacks a call, or the file
+    system refuses one, it stops and the file is written as before. Any
+    other error (a failed write, a full disk) is raised like one from the
+    writes or the final fsync.
     """
 
     # How far behind the write position the pages are waited for and
@@ -248,7 +249,11 @@ class _WriteBehind:
                     self._fd, self._dropped, stop - self._dropped, _DONTNEED
                 )
                 self._dropped = stop
-        except OSError:
+        except OSError as exc:
+            # A failed write found by the wait is reported once per file:
+            # the final fsync would not see it again, so it is raised here.
+            if exc.errno not in _UNSUPPORTED_ERRNOS:
+                raise
             self._on = False
 
     def _start(self, offset: int, length: int) -> None:
@@ -283,6 +288,10 @@ def _sync_range(fd: int, offset: int, length: int, flags: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
+# What a system or file system without the calls answers.
+_UNSUPPORTED_ERRNOS = frozenset(
+    {errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP, errno.ENOTSUP}
+)
 _sync_file_range = _load_sync_file_range()
 _DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", 4)
 # SYNC_FILE_RANGE_WRITE starts the writeback of dirty pages; with
