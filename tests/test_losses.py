@@ -498,6 +498,25 @@ def test_distill_large_temperature_matches_mpmath(backend, temperature):
     np.testing.assert_allclose(g, grad, rtol=0, atol=1e-13 * np.abs(grad).max())
 
 
+@pytest.mark.parametrize("temperature", [10.0, 100.0, 1e3, 1e6, 1e21, 1e30])
+def test_distill_large_temperature_float32_matches_mpmath(backend, temperature):
+    # In float32 the exponentials carry 6e-8 of error, so the plain
+    # difference of log-sum-exps (of size M) keeps no digit of KL once it
+    # has cancelled below about 1e-6 M: at T = 100 the compiled backends
+    # switched to the cancellation-free form only at KL < 2e-7 M and were
+    # 3e-3 off. They now switch at the float64 ratio, 2e-2 M.
+    rng = np.random.default_rng(9)
+    s = rng.standard_normal((3, 2)).astype(np.float32)
+    t = (s + 0.3 * rng.standard_normal((3, 2))).astype(np.float32)
+    value, grad = _distill_mpmath(s, t, temperature)
+    got, g = fd.distill_loss(
+        s, t, temperature=temperature, alpha=1.0, return_grad=True, backend=backend
+    )
+    assert got.dtype == g.dtype == np.float32
+    np.testing.assert_allclose(got, value, rtol=1e-6)
+    np.testing.assert_allclose(g, grad, rtol=0, atol=1e-6 * np.abs(grad).max())
+
+
 @pytest.mark.parametrize("offset", [0.0, 123.0])
 def test_distill_near_equal_student_matches_mpmath(backend, offset):
     # A student within 1e-7 of its teacher (up to a constant shift, which
