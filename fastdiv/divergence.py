@@ -246,7 +246,12 @@ def js_div(
             + q_i \log \frac{2 q_i}{p_i + q_i} \right)
 
     which is :math:`\tfrac12 \mathrm{KL}(p \| m) + \tfrac12 \mathrm{KL}(q \| m)`
-    with :math:`m = (p + q) / 2`, in :math:`[0, \log 2]`.
+    with :math:`m = (p + q) / 2`, in :math:`[0, \log 2]`. Where
+    :math:`|p_i - q_i| \le (p_i + q_i) / 16` the term comes from its series
+    in :math:`d = (p_i - q_i) / (p_i + q_i)`, whose two logarithms would
+    otherwise cancel to :math:`d^2`: the divergence of near-identical rows
+    keeps its relative accuracy (1e-15, where the logarithms alone leave
+    1e-4 at :math:`d = 10^{-6}`). JS(p, p) is exactly 0.
 
     Parameters
     ----------

@@ -243,6 +243,41 @@ def test_js_distance_of_almost_identical_rows_is_not_nan(backend):
     assert 0.0 <= got < 1e-7
 
 
+def _js_mpmath(p, q):
+    """JS(p, q) of float64 rows from their exact values, to 40 digits."""
+    import mpmath
+
+    with mpmath.workdps(40):
+        total = mpmath.mpf(0)
+        for a, b in zip(p.tolist(), q.tolist(), strict=True):
+            a, b = mpmath.mpf(a), mpmath.mpf(b)
+            m = (a + b) / 2
+            total += (a * mpmath.log(a / m) if a else 0) + (
+                b * mpmath.log(b / m) if b else 0
+            )
+        return float(total / 2)
+
+
+@pytest.mark.parametrize("gap", [1e-2, 1e-4, 1e-6, 1e-8, 1e-11])
+def test_js_of_near_identical_rows_keeps_its_digits(backend, gap):
+    # JS ~ gap^2: the two logs of each term are +-d and cancel to d^2, which
+    # left eps / d^2 of relative error (1e-4 at d = 1e-6, all of it at 1e-8)
+    # before the terms with |d| <= 1/16 came from their series.
+    rng = np.random.default_rng(31)
+    p = normalized(rng.uniform(0.1, 1.0, 50))
+    q = p * (1.0 + gap * rng.standard_normal(50))
+    q[:5] = rng.uniform(0.0, 0.1, 5)  # a few entries far apart as well
+    q = normalized(q)
+    want = _js_mpmath(p, q)
+    got = fd.js_div(p, q, backend=backend)
+    assert_same(got, np.float64(want), rtol=1e-12, atol=0)
+    near = normalized(p * (1.0 + gap * rng.standard_normal(50)))
+    want = _js_mpmath(p, near)
+    assert_same(
+        fd.js_div(p, near, backend=backend), np.float64(want), rtol=1e-12, atol=0
+    )
+
+
 def test_kl_where_the_ratio_overflows(backend):
     # scipy/scipy#20710: p / q overflows for a subnormal q, the term does
     # not: 1 * log(1 / 5e-324) = 744.44007192138126 (mpmath).

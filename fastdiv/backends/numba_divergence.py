@@ -130,6 +130,36 @@ def _kl_row(p, q, buf):
     return total
 
 
+# Up to this |d| = |p - q| / (p + q) a JS term comes from its series.
+_JS_NEAR = 0.0625
+
+
+@njit(**_INLINE)
+def _js_term(a, b):
+    """a log(2a / s) + b log(2b / s), s = a + b: one entry of twice JS.
+
+    With d = (a - b) / s the term is (s / 2) ((1 + d) log(1 + d) + (1 - d)
+    log(1 - d)) = (s / 2) sum_{n >= 1} d^(2n) / (n (2n - 1)). For
+    near-identical entries the two logs are +-d and cancel to d^2, each with
+    an ulp of d of error: off by eps / d^2 relative (1e-4 at d = 1e-6). Up
+    to |d| = 1/16 the series serves (six terms, under 4e-17 relative);
+    beyond, the logs lose at most eps / d. A zero weight contributes 0 (so
+    a = b = 0, where d is NaN, gives 0); a == b gives exactly 0; NaN stays
+    NaN. Both forms are computed and one selected, so the loop vectorises.
+    The reference and the Cython kernel compute the same.
+    """
+    s = a + b
+    d = (a - b) / s
+    ta = a * log_f64(1.0 + d)
+    tb = b * log_f64(1.0 - d)
+    t_log = (0.0 if a == 0.0 else ta) + (0.0 if b == 0.0 else tb)
+    z = d * d
+    series = 1.0 + z * (
+        1.0 / 6 + z * (1.0 / 15 + z * (1.0 / 28 + z * (1.0 / 45 + z * (1.0 / 66))))
+    )
+    return (0.5 * s) * (z * series) if abs(d) <= _JS_NEAR else t_log
+
+
 @njit(**_INLINE)
 def _js_row(p, q, buf):
     """JS(p, q) per the two-log formula, an entry with p == q adding 0."""
@@ -140,13 +170,7 @@ def _js_row(p, q, buf):
         pc = p[j0 : j0 + m]
         qc = q[j0 : j0 + m]
         for j in range(m):
-            a = float64(pc[j])
-            b = float64(qc[j])
-            s = a + b
-            ta = a * log_f64((a + a) / s)
-            tb = b * log_f64((b + b) / s)
-            t = (0.0 if a == 0.0 else ta) + (0.0 if b == 0.0 else tb)
-            buf[j] = 0.0 if a == b else t
+            buf[j] = _js_term(float64(pc[j]), float64(qc[j]))
         total += _lane_sum(buf, m)
     total *= 0.5
     # Clamp a rounding below 0; NaN fails the test and stays NaN.

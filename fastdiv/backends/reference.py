@@ -230,17 +230,32 @@ def kl_rows(p: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
     out[...] = terms.sum(axis=1)
 
 
+# Up to this |d| = |p - q| / (p + q) a JS term comes from its series.
+_JS_NEAR = 0.0625
+
+
 def js_rows(p: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
     """out[i] = JS(p[i], q[i]), clamped at 0.
 
-    Each entry contributes (p log(2p / (p + q)) + q log(2q / (p + q))) / 2,
-    never computed through m = (p + q) / 2; an entry with p == q contributes
-    exactly 0, so JS(p, p) == 0.
+    Each entry contributes (p log(2p / s) + q log(2q / s)) / 2 with s = p + q,
+    never computed through m = s / 2. With d = (p - q) / s that is
+    (s / 4) ((1 + d) log(1 + d) + (1 - d) log(1 - d)), and for |d| <= 1/16
+    it is taken from the series of the bracket, sum_{n >= 1} d^(2n) /
+    (n (2n - 1)), to six terms (under 4e-17 relative): there the two logs
+    are +-d and would cancel to d^2, leaving eps / d^2 of relative error
+    (1e-4 at d = 1e-6). An entry with p == q contributes exactly 0, so
+    JS(p, p) == 0.
     """
     p, q = np.broadcast_arrays(_f64(p), _f64(q))
     with np.errstate(divide="ignore", invalid="ignore"):
         s = p + q
-        terms = _weighted(p, np.log(2.0 * p / s)) + _weighted(q, np.log(2.0 * q / s))
+        d = (p - q) / s
+        terms = _weighted(p, np.log1p(d)) + _weighted(q, np.log1p(-d))
+        z = d * d
+        series = 1.0 + z * (
+            1.0 / 6 + z * (1.0 / 15 + z * (1.0 / 28 + z * (1.0 / 45 + z * (1.0 / 66))))
+        )
+        terms = np.where(np.abs(d) <= _JS_NEAR, (0.5 * s) * (z * series), terms)
         terms = np.where(p == q, 0.0, terms)
         total = 0.5 * terms.sum(axis=1)
     # Rounding can leave a tiny negative total; NaN must stay NaN.
