@@ -37,6 +37,24 @@ cdef extern from "fastdiv_math.h" nogil:
                                 double a, double c, int divide, float *out,
                                 double *ones)
 
+    # The exp pass of nr short rows at x (k < 16 entries each, one after the
+    # other) in flat vector loops: per row its maximum, its top (m scaled),
+    # and the split sums (ones, rest) of its exps; s and e receive every
+    # s_j and exp(s_j), entry for entry as fd_exp_shift_sum computes them.
+    # first: T >= 1 (scale, then shift).
+    void fd_short_exps_f64(const double *x, Py_ssize_t nr, Py_ssize_t k,
+                           double a, int divide, int first, double *maxima,
+                           double *tops, double *ones, double *rest,
+                           double *s, double *e)
+    void fd_short_exps_f32(const float *x, Py_ssize_t nr, Py_ssize_t k,
+                           double a, int divide, int first, double *maxima,
+                           double *tops, double *ones, double *rest,
+                           double *s, float *e)
+    # lse[r] = top[r] + log1p((ones[r] - 1) + rest[r]), vectorised; top may
+    # be NULL (no top).
+    void fd_short_lse(const double *top, const double *ones,
+                      const double *rest, Py_ssize_t nr, double *lse)
+
     # out_j = s_j - shift, s_j as above, computed in double.
     void fd_shift_sub_f64(const double *x, Py_ssize_t k, double m, double a,
                           double c, int divide, double shift, double *out)

@@ -318,6 +318,81 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
     return rest;
 }
 
+/* ------------------------------------------------------------------------
+ * Short rows. A loop over a row of fewer than 16 entries never reaches the
+ * vector code, so each of its exps would run scalar (about 3 ns each). A
+ * block of nr such rows, stored one after the other, is handled at once:
+ * the maxima row by row, each row's shift spread over its entries, then
+ * s and exp(s) of the whole block in one vector loop each, with the same
+ * arithmetic as fd_exp_shift_sum entry for entry (so both paths give the
+ * same exps). Per row r: maxima[r], tops[r] = m (* or /) a, and the split
+ * sums of its exps (ones[r], rest[r]); s[r k + j] = s_j, e[r k + j] =
+ * exp(s_j). first: T >= 1, s_j = x_j (* or /) a - top; else (x_j - m)
+ * (* or /) a.
+ * ---------------------------------------------------------------------- */
+#define FD_SHORT_EXPS(NAME, TX, MAX, SPLIT, EXP)                              \
+    static FD_HOT void NAME(const TX *x, ptrdiff_t nr, ptrdiff_t k,          \
+                            double a, int divide, int first, double *maxima, \
+                            double *tops, double *ones, double *rest,        \
+                            double *s, TX *e) {                              \
+        ptrdiff_t nk = nr * k;                                               \
+        double lim = -160.0;                                                 \
+        FD_OPAQUE(lim);                                                      \
+        (void)lim;                                                           \
+        for (ptrdiff_t r = 0; r < nr; r++) {                                 \
+            double m = MAX(x + r * k, k);                                    \
+            double top = divide ? m / a : m * a;                             \
+            double v = first ? top : m;                                      \
+            maxima[r] = m;                                                   \
+            tops[r] = top;                                                   \
+            for (ptrdiff_t j = 0; j < k; j++)                                \
+                s[r * k + j] = v;                                            \
+        }                                                                    \
+        if (first && divide)                                                 \
+            for (ptrdiff_t u = 0; u < nk; u++)                               \
+                s[u] = (double)x[u] / a - s[u];                              \
+        else if (first)                                                      \
+            for (ptrdiff_t u = 0; u < nk; u++)                               \
+                s[u] = (double)x[u] * a - s[u];                              \
+        else if (divide)                                                     \
+            for (ptrdiff_t u = 0; u < nk; u++)                               \
+                s[u] = ((double)x[u] - s[u]) / a;                            \
+        else                                                                 \
+            for (ptrdiff_t u = 0; u < nk; u++)                               \
+                s[u] = ((double)x[u] - s[u]) * a;                            \
+        for (ptrdiff_t u = 0; u < nk; u++)                                   \
+            e[u] = EXP;                                                      \
+        for (ptrdiff_t r = 0; r < nr; r++) {                                 \
+            ones[r] = 0.0;                                                   \
+            rest[r] = SPLIT(e + r * k, k, ones + r);                         \
+        }                                                                    \
+    }
+
+FD_SHORT_EXPS(fd_short_exps_f64, double, fd_max_f64, fd_split_sum_f64,
+              exp(s[u]))
+FD_SHORT_EXPS(fd_short_exps_f32, float, fd_max_f32, fd_split_sum_f32,
+              fd_expf_of_double(s[u], lim))
+
+#undef FD_SHORT_EXPS
+
+/* lse[r] = top[r] + log1p((ones[r] - 1) + rest[r]) for nr rows (top NULL:
+ * no top). log1p(z) = log(u) - ((u - 1) - z) / u with u = 1 + z, to an
+ * ulp: (u - 1) - z is the rounding error of u exactly. Unlike log1p, this
+ * vectorises (through libmvec's log), which matters at one per short row.
+ * NaN propagates. */
+static FD_HOT void fd_short_lse(const double *top, const double *ones,
+                                const double *rest, ptrdiff_t nr,
+                                double *lse) {
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        double z = (ones[r] - 1.0) + rest[r];
+        double u = 1.0 + z;
+        lse[r] = log(u) - ((u - 1.0) - z) / u;
+    }
+    if (top)
+        for (ptrdiff_t r = 0; r < nr; r++)
+            lse[r] += top[r];
+}
+
 /* out_j = s_j - shift (the log-softmax pass), s_j as above, in double. */
 static FD_HOT void fd_shift_sub_f64(const double *x, ptrdiff_t k, double m,
                                     double a, double c, int divide,
