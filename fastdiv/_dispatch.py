@@ -66,16 +66,11 @@ class BackendStatus(NamedTuple):
 # A backend that is not usable is replaced by the next in _FALLBACK.
 # --------------------------------------------------------------------------
 AUTO_POLICY: dict[str, tuple[int, str, str]] = {
-    # softmax family, out= given, 2 threads, side by side on a quiet machine
-    # (2026-12-04, AMD EPYC 2 vCPUs), cython / numba time: log_softmax
-    # 1.44 / 1.36 at (1_000_000, 10), 1.04 / 1.13 at (100_000, 1000), 1.18 /
-    # 1.13 at (1000, 100_000) in float32 / float64, but 0.80 / 0.92 at
-    # (100_000, 100); logsumexp 1.57 / 1.23, 1.07 / 1.27, 1.17 / 1.18 and
-    # 0.88 / 0.95. softmax: cython within 0.7-1.0 everywhere but float32
-    # (1000, 100_000), 1.13. Below 1M elements cython's lower call cost and
-    # its k = 32 rows (0.6-0.8) decide.
-    "log_softmax_rows": (1_000_000, "cython", "numba"),
-    "logsumexp_rows": (1_000_000, "cython", "numba"),
+    # softmax family: no entry, cython throughout. On one core (thread
+    # time, out= given, 2026-12-04 after both backends had their short-row
+    # paths) cython / numba was 0.57-0.85 at 10 and 100 classes and
+    # 0.85-1.07 at 1000 and 100_000, float32 and float64, for softmax,
+    # log_softmax and logsumexp alike.
     # pairwise JS, side by side (bench_pairwise.py, 2026-12-04, AMD EPYC
     # 2 vCPUs): numba / cython 1.44 / 2.23 s in float64 and 0.87 / 1.35 s in
     # float32 at (2000, 2000, 256); 3.3 / 5.9 s and 3.1 / 4.6 s at (10_000,
