@@ -8,9 +8,10 @@
  *    simd("notinbranch") attribute. It tells the vectoriser that glibc's
  *    libmvec has vector versions (_ZGVbN2v_exp for SSE2, _ZGVdN4v_exp for
  *    AVX2, ...), which handle every special value like the scalar
- *    functions do. With -fno-math-errno (set by setup.py) a loop calling
- *    them is vectorised; -ffast-math, which would also assume that no NaN
- *    or inf exists, is never used.
+ *    functions do. With -fno-math-errno and -fno-trapping-math (set by
+ *    setup.py) a loop calling them is vectorised, selects included;
+ *    -ffast-math, which would also assume that no NaN or inf exists, is
+ *    never used.
  * 2. The hot row loops carry FD_HOT = target_clones("avx512f", "avx2",
  *    "default"): GCC compiles an AVX-512, an AVX2 and a baseline x86-64
  *    version of each and picks one when the module is loaded, so one build
