@@ -14,12 +14,12 @@ from cython.parallel cimport prange
 from libc.math cimport isfinite, log
 
 from fastdiv.backends._cython._math cimport (
+    fd_check_row_f32,
+    fd_check_row_f64,
     fd_js_sum_f32,
     fd_js_sum_f64,
     fd_rel_entr_sum_f32,
     fd_rel_entr_sum_f64,
-    fd_sum_f32,
-    fd_sum_f64,
     fd_xlogy_sum_f32,
     fd_xlogy_sum_f64,
 )
@@ -116,20 +116,12 @@ def js_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out):
         out[i] = _js(&p[i * sp, 0], &q[i * sq, 0], k)
 
 
-cdef inline Py_ssize_t _negatives(const real *x, Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t j, count = 0
-    for j in range(k):
-        count += x[j] < 0
-    return count
-
-
 def probability_check_rows(const real[:, ::1] x, double[::1] sums,
                            long long[::1] negatives):
     """sums[i] = sum_j x[i, j] in double; negatives[i] = #{j : x[i, j] < 0}."""
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1], i
     for i in prange(n, schedule="static", nogil=True):
         if real is float:
-            sums[i] = fd_sum_f32(&x[i, 0], k)
+            sums[i] = fd_check_row_f32(&x[i, 0], k, &negatives[i])
         else:
-            sums[i] = fd_sum_f64(&x[i, 0], k)
-        negatives[i] = _negatives(&x[i, 0], k)
+            sums[i] = fd_check_row_f64(&x[i, 0], k, &negatives[i])

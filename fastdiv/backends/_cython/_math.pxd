@@ -72,6 +72,12 @@ cdef extern from "fastdiv_math.h" nogil:
     void fd_exp_f32(const float *x, Py_ssize_t n, float *out)
     void fd_log_f32(const float *x, Py_ssize_t n, float *out)
 
+    # The probability check of a row: returns its sum (as fd_sum) and
+    # stores in negatives[0] the number of entries < 0.
+    double fd_check_row_f64(const double *x, Py_ssize_t n,
+                            long long *negatives)
+    double fd_check_row_f32(const float *x, Py_ssize_t n, long long *negatives)
+
     # Divergence sums, terms in double, 0 log 0 = 0 (a term whose weight is
     # exactly 0 contributes 0, whatever its log):
     #   fd_xlogy_sum(x, y)    = sum x_j log y_j
