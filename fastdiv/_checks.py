@@ -204,19 +204,7 @@ def check_probabilities(
         return rows
     sums, negatives = _row_stats(rows, backend)
     if check:
-        # A NaN or infinite entry makes the row sum non-finite; a row of
-        # finite entries whose sum overflows is left to the sum test below.
-        for i in np.flatnonzero(~np.isfinite(sums) | (negatives > 0)):
-            row = rows[i]
-            bad = ~np.isfinite(row) | (row < 0)
-            if bad.any():
-                j = int(np.argmax(bad))
-                what = "a negative entry" if row[j] < 0 else "a non-finite entry"
-                raise ValueError(
-                    f"{name} row {_row_label(i, batch_shape)} has {what} "
-                    f"({float(row[j])!r} in column {j}); probabilities must be finite "
-                    "and >= 0"
-                )
+        _reject_bad_entries(rows, name, sums, negatives, batch_shape)
     if normalize:
         if check and k and (sums <= 0).any():
             i = int(np.argmax(sums <= 0))
@@ -232,16 +220,53 @@ def check_probabilities(
         for i in np.flatnonzero(np.isinf(sums)):
             scaled[i] = normalized_overflowing(rows[i])
         return scaled
-    if k:
-        off = np.abs(sums - 1.0) > sum_tolerance(rows.dtype, k)
-        if off.any():
-            i = int(np.argmax(off))
-            raise ValueError(
-                f"{name} row {_row_label(i, batch_shape)} sums to {float(sums[i])!r}, "
-                f"not 1 (tolerance {sum_tolerance(rows.dtype, k):.1e}); pass "
-                "normalize=True to divide each row by its sum"
-            )
+    _reject_bad_sums(rows, name, sums, batch_shape)
     return rows
+
+
+def validate_row_stats(
+    rows: np.ndarray,
+    name: str,
+    sums: np.ndarray,
+    negatives: np.ndarray,
+    batch_shape: tuple | None = None,
+) -> None:
+    """The checks of :func:`check_probabilities` from row statistics that a
+    kernel has already gathered (float64 ``sums``, counts of ``negatives``),
+    with the same errors in the same order."""
+    _reject_bad_entries(rows, name, sums, negatives, batch_shape)
+    _reject_bad_sums(rows, name, sums, batch_shape)
+
+
+def _reject_bad_entries(rows, name, sums, negatives, batch_shape) -> None:
+    # A NaN or infinite entry makes the row sum non-finite; a row of finite
+    # entries whose sum overflows is left to the sum test.
+    for i in np.flatnonzero(~np.isfinite(sums) | (negatives > 0)):
+        row = rows[i]
+        bad = ~np.isfinite(row) | (row < 0)
+        if bad.any():
+            j = int(np.argmax(bad))
+            what = "a negative entry" if row[j] < 0 else "a non-finite entry"
+            raise ValueError(
+                f"{name} row {_row_label(i, batch_shape)} has {what} "
+                f"({float(row[j])!r} in column {j}); probabilities must be finite "
+                "and >= 0"
+            )
+
+
+def _reject_bad_sums(rows, name, sums, batch_shape) -> None:
+    k = rows.shape[1]
+    if not k:
+        return
+    tolerance = sum_tolerance(rows.dtype, k)
+    off = np.abs(sums - 1.0) > tolerance
+    if off.any():
+        i = int(np.argmax(off))
+        raise ValueError(
+            f"{name} row {_row_label(i, batch_shape)} sums to {float(sums[i])!r}, "
+            f"not 1 (tolerance {tolerance:.1e}); pass normalize=True to divide "
+            "each row by its sum"
+        )
 
 
 def normalized_overflowing(row: np.ndarray) -> np.ndarray:

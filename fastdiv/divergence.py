@@ -14,6 +14,7 @@ from fastdiv._checks import (
     normalize_axis,
     shown,
     to_rows,
+    validate_row_stats,
 )
 from fastdiv._dispatch import kernel_for
 
@@ -424,15 +425,33 @@ def _reduce(
     k = shape[ax]
     batch = shape[:ax] + shape[ax + 1 :]
     n = math.prod(batch)
-    rows = [
-        _prepared_rows(a, name, ax, shape, batch, dtype, normalize, check, backend)
-        for a, name in zip(arrays, names, strict=True)
-    ]
-
     res = np.empty(n, np.float64)
-    if n:
-        fn = kernel_for(_TOPIC, kernel, n * k, backend)
-        fn(*rows, res)
+    own = [_own_rows(a, ax, shape) for a in arrays]
+    if check and not normalize and n and all(r.shape[0] in (n, 1) for r, _ in own):
+        # Each input is one row or a row per result: the kernel checks each
+        # row in the pass that reads it for the divergence (one read of the
+        # data, not two), and the checks are judged before any result is.
+        rows = [r.astype(dtype, copy=False) for r, _ in own]
+        stats = [
+            (np.empty(r.shape[0], np.float64), np.empty(r.shape[0], np.int64))
+            for r in rows
+        ]
+        fn = kernel_for(_TOPIC, kernel + "_checked", n * k, backend)
+        fn(*rows, res, *(a for pair in stats for a in pair))
+        # Judged on each input's own rows: a float32 input keeps float32's
+        # tolerance for its sums when the other input makes the work float64.
+        for (r, own_batch), name, (sums, negatives) in zip(
+            own, names, stats, strict=True
+        ):
+            validate_row_stats(r, name, sums, negatives, own_batch)
+    else:
+        rows = [
+            _checked_rows(r, own_batch, name, batch, dtype, normalize, check, backend)
+            for (r, own_batch), name in zip(own, names, strict=True)
+        ]
+        if n:
+            fn = kernel_for(_TOPIC, kernel, n * k, backend)
+            fn(*rows, res)
     if log_base is not None:
         res /= log_base
     if sqrt:
@@ -445,8 +464,9 @@ def _reduce(
     return res[()] if res.ndim == 0 else res
 
 
-def _prepared_rows(a, name, ax, shape, batch, dtype, normalize, check, backend):
-    """``a`` as kernel rows: (n, k), or (1, k) when it is one distribution."""
+def _own_rows(a, ax, shape):
+    """``a`` as rows of its own batch (before broadcasting against the
+    other input), and that batch's shape."""
     ndim = len(shape)
     a = a.reshape((1,) * (ndim - a.ndim) + a.shape)
     k = shape[ax]
@@ -454,9 +474,13 @@ def _prepared_rows(a, name, ax, shape, batch, dtype, normalize, check, backend):
         # Broadcast along the distributions' own axis: materialise it, since
         # that is the distribution that has to be checked.
         a = np.broadcast_to(a, a.shape[:ax] + (k,) + a.shape[ax + 1 :])
-    own_batch = a.shape[:ax] + a.shape[ax + 1 :]
-    rows = to_rows(a, ax)
+    return to_rows(a, ax), a.shape[:ax] + a.shape[ax + 1 :]
 
+
+def _checked_rows(rows, own_batch, name, batch, dtype, normalize, check, backend):
+    """Checked (or normalised) rows of one input as kernel rows: (n, k), or
+    (1, k) when it is one distribution."""
+    k = rows.shape[1]
     if normalize:
         # Normalised rows stay in float64 even for float32 input: rounding
         # them back to float32 would move p - q by an ulp, which matters for

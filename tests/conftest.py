@@ -271,7 +271,7 @@ for _name, _kernel in (
             _name,
             getattr(fastdiv, _name),
             "divergence",
-            (_kernel, "probability_check_rows"),
+            (_kernel, _kernel + "_checked", "probability_check_rows"),
             _one_distribution_args if _name == "entropy" else _two_distributions_args,
         )
     )

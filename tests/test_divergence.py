@@ -33,6 +33,10 @@ KERNELS = (
     "cross_entropy_rows",
     "kl_rows",
     "js_rows",
+    "entropy_rows_checked",
+    "cross_entropy_rows_checked",
+    "kl_rows_checked",
+    "js_rows_checked",
     "probability_check_rows",
 )
 
@@ -305,7 +309,7 @@ def test_broadcast_row_is_not_copied(backend, rng, monkeypatch):
         fn = real(topic, kernel, size, backend)
 
         def run(*args):
-            seen.append([a.shape for a in args[:-1]])
+            seen.append((kernel, [a.shape for a in args[:2]]))
             return fn(*args)
 
         return run
@@ -313,7 +317,11 @@ def test_broadcast_row_is_not_copied(backend, rng, monkeypatch):
     monkeypatch.setattr(mod, "kernel_for", spy)
     p = normalized(rng.random((40, 6)))
     fd.kl_div(p, p[3], backend=backend)
-    assert seen == [[(40, 6), (1, 6)]]
+    # Checked in the kernel's own pass, the single row once.
+    assert seen == [("kl_rows_checked", [(40, 6), (1, 6)])]
+    seen.clear()
+    fd.kl_div(p, p[3], check=False, backend=backend)
+    assert seen == [("kl_rows", [(40, 6), (1, 6)])]
 
 
 # --------------------------------------------------------------------------
@@ -445,6 +453,32 @@ def test_rejects_negative_and_non_finite(backend, bad, what):
         if name != "entropy":
             with pytest.raises(ValueError, match=f"q row 1 has a {what} entry"):
                 call(name, np.full(2, 0.5), p, backend=backend)
+
+
+@pytest.mark.parametrize("name", TWO)
+def test_checks_in_the_kernel_pass_name_the_argument_and_row(backend, name):
+    # The checks run inside the divergence kernel; each input is judged on
+    # its own rows and dtype, p before q, as when they ran apart.
+    rng = np.random.default_rng(5)
+    p = normalized(rng.random((30, 8)))
+    q = normalized(rng.random((30, 8)))
+    # float32 rows rounded once: within float32's tolerance, not float64's,
+    # although the work is float64 because of q.
+    p32 = (p * (1 + 3e-8 * rng.standard_normal(p.shape))).astype(np.float32)
+    call(name, p32, q, backend=backend)
+    bad_p, bad_q = p.copy(), q.copy()
+    bad_p[17, 2] = -1e-3
+    bad_q[4] *= 1.01
+    with pytest.raises(ValueError, match=r"^p row 17 has a negative entry"):
+        call(name, bad_p, bad_q, backend=backend)
+    with pytest.raises(ValueError, match=r"^q row 4 sums to 1\.01"):
+        call(name, p, bad_q, backend=backend)
+    with pytest.raises(ValueError, match=r"^q row 0 sums to 1\.01"):
+        call(name, p, bad_q[4], backend=backend)  # one row against all of p
+    with pytest.raises(ValueError, match=r"^p row \(1, 2\) has a non-finite"):
+        nan_p = p.reshape(3, 10, 8).copy()
+        nan_p[1, 2, 5] = np.nan
+        call(name, nan_p, q.reshape(3, 10, 8), backend=backend)
 
 
 def test_normalize_of_a_zero_row_is_an_error():

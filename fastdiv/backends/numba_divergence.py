@@ -250,31 +250,105 @@ def js_rows(p, q, out):
             out[i] = _js_row(p[i * sp], q[i * sq], buf)
 
 
+@njit(**_INLINE)
+def _check_row(row):
+    """(sum, number of negative entries) of one row, the sum in float64."""
+    k = row.shape[0]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    j = 0
+    while j + 8 <= k:
+        a0 += float64(row[j])
+        a1 += float64(row[j + 1])
+        a2 += float64(row[j + 2])
+        a3 += float64(row[j + 3])
+        a4 += float64(row[j + 4])
+        a5 += float64(row[j + 5])
+        a6 += float64(row[j + 6])
+        a7 += float64(row[j + 7])
+        j += 8
+    s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    while j < k:
+        s += float64(row[j])
+        j += 1
+    # A separate counting loop: an integer sum of comparisons, which
+    # vectorises on its own; the row is still in cache.
+    neg = 0
+    for j in range(k):
+        neg += 1 if row[j] < 0 else 0
+    return s, neg
+
+
 @njit(_CHECK, **_KERNEL)
 def probability_check_rows(x, sums, negatives):
-    n, k = x.shape
-    for i in prange(n):
-        row = x[i]
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        neg = 0
-        j = 0
-        while j + 8 <= k:
-            a0 += float64(row[j])
-            a1 += float64(row[j + 1])
-            a2 += float64(row[j + 2])
-            a3 += float64(row[j + 3])
-            a4 += float64(row[j + 4])
-            a5 += float64(row[j + 5])
-            a6 += float64(row[j + 6])
-            a7 += float64(row[j + 7])
-            j += 8
-        s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-        while j < k:
-            s += float64(row[j])
-            j += 1
-        # A separate counting loop: an integer sum of comparisons, which
-        # vectorises on its own; the row is still in cache.
-        for j in range(k):
-            neg += 1 if row[j] < 0 else 0
+    for i in prange(x.shape[0]):
+        s, neg = _check_row(x[i])
         sums[i] = s
         negatives[i] = neg
+
+
+# The kernels with the probability check of each row in the pass that reads
+# it (the sums and negative counts of probability_check_rows, into arrays of
+# p's and q's own number of rows): each row is checked while it is in cache
+# for its divergence, so the inputs are read from memory once, not twice.
+# Read-only signatures only: they accept writeable arrays as well.
+_COUNTS = int64[::1]
+_ONE_CHECKED = [void(_rows(f, True), _OUT, _OUT, _COUNTS) for f in (float32, float64)]
+_TWO_CHECKED = [
+    void(_rows(f, True), _rows(f, True), _OUT, _OUT, _COUNTS, _OUT, _COUNTS)
+    for f in (float32, float64)
+]
+
+
+@njit(**_INLINE)
+def _check_into(x, i, sums, negatives):
+    s, neg = _check_row(x[i])
+    sums[i] = s
+    negatives[i] = neg
+
+
+@njit(_ONE_CHECKED, **_KERNEL)
+def entropy_rows_checked(p, out, p_sums, p_negatives):
+    n = out.shape[0]
+    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for t in prange(tasks):
+        buf = np.empty(_CHUNK)
+        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
+            _check_into(p, i, p_sums, p_negatives)
+            out[i] = 0.0 - _xlogy_row(p[i], p[i], buf)
+
+
+@njit(**_INLINE)
+def _two_checked(kind, p, q, out, p_sums, p_negatives, q_sums, q_negatives):
+    """kind 0: cross-entropy, 1: KL, 2: JS; a single row is checked once."""
+    n = out.shape[0]
+    sp = 1 if p.shape[0] > 1 else 0
+    sq = 1 if q.shape[0] > 1 else 0
+    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for t in prange(tasks):
+        buf = np.empty(_CHUNK)
+        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
+            if sp == 1 or i == 0:
+                _check_into(p, i * sp, p_sums, p_negatives)
+            if sq == 1 or i == 0:
+                _check_into(q, i * sq, q_sums, q_negatives)
+            if kind == 0:
+                out[i] = 0.0 - _xlogy_row(p[i * sp], q[i * sq], buf)
+            elif kind == 1:
+                out[i] = _kl_row(p[i * sp], q[i * sq], buf)
+            else:
+                out[i] = _js_row(p[i * sp], q[i * sq], buf)
+
+
+@njit(_TWO_CHECKED, **_KERNEL)
+def cross_entropy_rows_checked(p, q, out, p_sums, p_negatives, q_sums, q_negatives):
+    _two_checked(0, p, q, out, p_sums, p_negatives, q_sums, q_negatives)
+
+
+@njit(_TWO_CHECKED, **_KERNEL)
+def kl_rows_checked(p, q, out, p_sums, p_negatives, q_sums, q_negatives):
+    _two_checked(1, p, q, out, p_sums, p_negatives, q_sums, q_negatives)
+
+
+@njit(_TWO_CHECKED, **_KERNEL)
+def js_rows_checked(p, q, out, p_sums, p_negatives, q_sums, q_negatives):
+    _two_checked(2, p, q, out, p_sums, p_negatives, q_sums, q_negatives)

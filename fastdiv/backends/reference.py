@@ -270,6 +270,42 @@ def probability_check_rows(x: np.ndarray, sums: np.ndarray, negatives: np.ndarra
     negatives[...] = (x < 0).sum(axis=1)
 
 
+# The same kernels with the probability check of their inputs: the sums and
+# negative counts of probability_check_rows, for each row of p (and of q),
+# stored in the given arrays (of p's and q's own number of rows). The
+# compiled twins check each row in the pass that reads it for the
+# divergence; here the checks simply come first.
+
+
+def entropy_rows_checked(p, out, p_sums, p_negatives) -> None:
+    """entropy_rows, with the check of p into p_sums and p_negatives."""
+    probability_check_rows(p, p_sums, p_negatives)
+    entropy_rows(p, out)
+
+
+def cross_entropy_rows_checked(
+    p, q, out, p_sums, p_negatives, q_sums, q_negatives
+) -> None:
+    """cross_entropy_rows, with the checks of p and q."""
+    probability_check_rows(p, p_sums, p_negatives)
+    probability_check_rows(q, q_sums, q_negatives)
+    cross_entropy_rows(p, q, out)
+
+
+def kl_rows_checked(p, q, out, p_sums, p_negatives, q_sums, q_negatives) -> None:
+    """kl_rows, with the checks of p and q."""
+    probability_check_rows(p, p_sums, p_negatives)
+    probability_check_rows(q, q_sums, q_negatives)
+    kl_rows(p, q, out)
+
+
+def js_rows_checked(p, q, out, p_sums, p_negatives, q_sums, q_negatives) -> None:
+    """js_rows, with the checks of p and q."""
+    probability_check_rows(p, p_sums, p_negatives)
+    probability_check_rows(q, q_sums, q_negatives)
+    js_rows(p, q, out)
+
+
 # ==========================================================================
 # losses on logits: nll, soft cross-entropy, distillation (+ gradients)
 # ==========================================================================

@@ -116,6 +116,86 @@ def js_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out):
         out[i] = _js(&p[i * sp, 0], &q[i * sq, 0], k)
 
 
+# --------------------------------------------------------------------------
+# The same with the probability check of each row in the pass that reads it
+# (the sums and negative counts of probability_check_rows, into arrays of
+# p's and q's own number of rows): each row is checked while it is in cache
+# for its divergence, so the inputs are read from memory once, not twice.
+# --------------------------------------------------------------------------
+
+cdef enum:
+    _CROSS_ENTROPY = 0
+    _KL = 1
+    _JS = 2
+
+
+cdef inline void _check_row(const real *x, Py_ssize_t k, double *sums,
+                            long long *negatives) noexcept nogil:
+    if real is float:
+        sums[0] = fd_check_row_f32(x, k, negatives)
+    else:
+        sums[0] = fd_check_row_f64(x, k, negatives)
+
+
+cdef inline double _two_input_term(int kind, const real *p, const real *q,
+                                   Py_ssize_t k) noexcept nogil:
+    if kind == _CROSS_ENTROPY:
+        return 0.0 - _xlogy(p, q, k)
+    if kind == _KL:
+        return _kl(p, q, k)
+    return _js(p, q, k)
+
+
+cdef void _two_inputs_checked(int kind, const real[:, ::1] p,
+                              const real[:, ::1] q, double[::1] out,
+                              double[::1] p_sums, long long[::1] p_negatives,
+                              double[::1] q_sums,
+                              long long[::1] q_negatives) noexcept:
+    cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
+    cdef Py_ssize_t sp = p.shape[0] > 1, sq = q.shape[0] > 1
+    for i in prange(n, schedule="static", nogil=True):
+        # A single row (broadcast against all of the other) is checked once.
+        if sp or i == 0:
+            _check_row(&p[i * sp, 0], k, &p_sums[i * sp], &p_negatives[i * sp])
+        if sq or i == 0:
+            _check_row(&q[i * sq, 0], k, &q_sums[i * sq], &q_negatives[i * sq])
+        out[i] = _two_input_term(kind, &p[i * sp, 0], &q[i * sq, 0], k)
+
+
+def entropy_rows_checked(const real[:, ::1] p, double[::1] out,
+                         double[::1] p_sums, long long[::1] p_negatives):
+    """entropy_rows, with the check of each row of p in the same pass."""
+    cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
+    for i in prange(n, schedule="static", nogil=True):
+        _check_row(&p[i, 0], k, &p_sums[i], &p_negatives[i])
+        out[i] = 0.0 - _xlogy(&p[i, 0], &p[i, 0], k)
+
+
+def cross_entropy_rows_checked(const real[:, ::1] p, const real[:, ::1] q,
+                               double[::1] out, double[::1] p_sums,
+                               long long[::1] p_negatives, double[::1] q_sums,
+                               long long[::1] q_negatives):
+    """cross_entropy_rows, with the checks of p and q in the same pass."""
+    _two_inputs_checked(_CROSS_ENTROPY, p, q, out, p_sums, p_negatives, q_sums,
+                        q_negatives)
+
+
+def kl_rows_checked(const real[:, ::1] p, const real[:, ::1] q,
+                    double[::1] out, double[::1] p_sums,
+                    long long[::1] p_negatives, double[::1] q_sums,
+                    long long[::1] q_negatives):
+    """kl_rows, with the checks of p and q in the same pass."""
+    _two_inputs_checked(_KL, p, q, out, p_sums, p_negatives, q_sums, q_negatives)
+
+
+def js_rows_checked(const real[:, ::1] p, const real[:, ::1] q,
+                    double[::1] out, double[::1] p_sums,
+                    long long[::1] p_negatives, double[::1] q_sums,
+                    long long[::1] q_negatives):
+    """js_rows, with the checks of p and q in the same pass."""
+    _two_inputs_checked(_JS, p, q, out, p_sums, p_negatives, q_sums, q_negatives)
+
+
 def probability_check_rows(const real[:, ::1] x, double[::1] sums,
                            long long[::1] negatives):
     """sums[i] = sum_j x[i, j] in double; negatives[i] = #{j : x[i, j] < 0}."""
