@@ -251,8 +251,8 @@ def js_div(
     :math:`|p_i - q_i| \le (p_i + q_i) / 16` the term comes from its series
     in :math:`d = (p_i - q_i) / (p_i + q_i)`, whose two logarithms would
     otherwise cancel to :math:`d^2`: the divergence of near-identical rows
-    keeps its relative accuracy (1e-15, where the logarithms alone leave
-    1e-4 at :math:`d = 10^{-6}`). JS(p, p) is exactly 0.
+    keeps its relative accuracy (about 1e-14, where the logarithms alone
+    leave 1e-4 at :math:`d = 10^{-6}`). JS(p, p) is exactly 0.
 
     Parameters
     ----------

@@ -213,6 +213,9 @@ def logsumexp(
         sgn = np.empty((n,), arr.dtype)
         if n:
             fn(rows, brows, t, res, sgn)
+        # A NaN value has a NaN sign, as in SciPy: inf - inf (weights of
+        # both signs at +inf entries) left the kernels' sign of a zero sum.
+        sgn[np.isnan(res)] = np.nan
         if not return_sign:
             res[sgn < 0] = np.nan
 

@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -518,6 +519,37 @@ def test_pickled_npy_is_never_loaded(tmp_path):
     assert not marker.exists()
 
 
+def test_npy_of_version_3_is_read_and_damaged_headers_are_one_line(tmp_path):
+    x = np.arange(12.0).reshape(4, 3)
+    with open(tmp_path / "v3.npy", "wb") as f:
+        np.lib.format.write_array(f, x, version=(3, 0))
+    run("softmax", tmp_path / "v3.npy", "-o", tmp_path / "y.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), fastdiv.softmax(x))
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    proc = run("softmax", tmp_path / "bad.npy", "-o", tmp_path / "z.npy", check=False)
+    assert_bad_input(proc, "bad.npy", "version")
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (4, 3"  # cut short
+    (tmp_path / "cut.npy").write_bytes(
+        b"\x93NUMPY\x03\x00" + len(header).to_bytes(4, "little") + header
+    )
+    proc = run("softmax", tmp_path / "cut.npy", "-o", tmp_path / "z.npy", check=False)
+    assert_bad_input(proc, "cut.npy", "damaged .npy header")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_out_that_is_not_a_regular_file_is_refused_even_with_force(tmp_path):
+    # The atomic rename would replace the node itself: as root, -o /dev/null
+    # --force would have replaced /dev/null with a regular file.
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    fifo = tmp_path / "out.npy"
+    os.mkfifo(fifo)
+    for extra in ((), ("--force",)):
+        proc = run("softmax", tmp_path / "x.npy", "-o", fifo, *extra, check=False)
+        assert_bad_input(proc, "out.npy", "not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert leftovers(tmp_path) == []
+
+
 class _Evil:
     def __init__(self, path):
         self.path = path
@@ -929,3 +961,20 @@ def test_demo_report_says_what_each_figure_is(tmp_path):
     assert "time to compute the" in out
     assert "leaves out a warm-up call on 2 rows" in " ".join(out.split())
     assert max(map(len, out.splitlines()[-2:])) <= 79
+
+
+def test_an_unwritable_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    # `fastdiv bench --json DIR/x.json` on a read-only mount ran the whole
+    # benchmark before failing; the destination check now makes a file there.
+    import errno
+    import tempfile
+
+    from fastdiv._cli import writers
+    from fastdiv._cli.errors import InputError
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(InputError, match="cannot be written: Read-only file system"):
+        writers.check_destination(tmp_path / "x.json", [], force=False)

@@ -230,7 +230,12 @@ def test_infinities_and_nan_rows(backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("temperature", [1e-300, F32_TINY, 1e-8, 1e8, 1e300])
+@pytest.mark.parametrize(
+    # 2**-1074 and 2**-1030: subnormal powers of two, whose reciprocal is
+    # inf (Numba multiplied by it and gave NaN).
+    "temperature",
+    [1e-300, F32_TINY, 1e-8, 1e8, 1e300, 2.0**-1074, 2.0**-1030],
+)
 def test_extreme_temperatures_do_not_overflow(backend, dtype, temperature):
     x = np.array([[2.0, 4.0, 3.0], [4.0, 4.0, 1.0], [-3e38, 3e38, 0.0]], dtype)
     # Neither the kernels nor the reference may overflow (underflow to 0 is
@@ -591,6 +596,17 @@ UNDERFLOWING_WEIGHTED_SUMS = [
     ([-3e38], [-2.0], 1e-300),
     ([-3e38, -1e38], [1.0, -1.0], 1e-290),
 ]
+
+
+def test_weighted_nan_has_nan_sign(backend):
+    # +inf entries with weights of both signs: inf - inf, NaN, and its sign
+    # NaN as in SciPy (it was 0).
+    x = np.array([[np.inf, np.inf], [1.0, np.nan], [0.0, 1.0]])
+    b = np.array([[1.0, -1.0], [1.0, 1.0], [1.0, 1.0]])
+    value, sign = fd.logsumexp(x, b=b, return_sign=True, backend=backend)
+    want_value, want_sign = scipy.special.logsumexp(x, axis=-1, b=b, return_sign=True)
+    np.testing.assert_array_equal(np.isnan(value), np.isnan(want_value))
+    np.testing.assert_array_equal(sign, want_sign)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -10,9 +10,11 @@ by commas, an optional header line of names) and ``.parquet``/``.pq``
 
 from __future__ import annotations
 
+import ast
 import csv
 import math
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,10 +114,17 @@ def read_npy_header(path) -> NpyHeader:
                 shape, fortran, dtype = fmt.read_array_header_1_0(f)
             elif version == (2, 0):
                 shape, fortran, dtype = fmt.read_array_header_2_0(f)
+            elif version == (3, 0):
+                shape, fortran, dtype = _read_header_3_0(f)
             else:
-                # Version 3.0 differs from 2.0 only in the header's encoding.
-                shape, fortran, dtype = fmt._read_array_header(f, version)
-        except (ValueError, SyntaxError) as exc:
+                raise InputError(
+                    path,
+                    f"is a .npy file of version {version}, which NumPy "
+                    "does not define (1.0, 2.0 and 3.0 are read)",
+                )
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any damage to untrusted bytes
             raise InputError(path, f"has a damaged .npy header ({exc})") from None
         offset = f.tell()
     if dtype.hasobject:
@@ -133,6 +142,26 @@ def read_npy_header(path) -> NpyHeader:
             f"but the file has {os.path.getsize(path)}",
         )
     return NpyHeader(tuple(shape), dtype, bool(fortran), offset)
+
+
+def _read_header_3_0(f):
+    """(shape, fortran_order, dtype) from a version 3.0 header: that of 2.0
+    (a 4-byte little-endian length, then a Python dict literal), encoded in
+    UTF-8 instead of Latin-1. NumPy has no public reader for it."""
+    (length,) = struct.unpack("<I", f.read(4))
+    header = ast.literal_eval(f.read(length).decode("utf-8"))
+    if not isinstance(header, dict) or set(header) != {
+        "descr",
+        "fortran_order",
+        "shape",
+    }:
+        raise ValueError(
+            f"the header is not a dict of descr, fortran_order, shape: {header!r}"
+        )
+    shape = tuple(int(v) for v in header["shape"])
+    if any(v < 0 for v in shape) or not isinstance(header["fortran_order"], bool):
+        raise ValueError(f"bad shape or fortran_order in {header!r}")
+    return shape, header["fortran_order"], np.lib.format.descr_to_dtype(header["descr"])
 
 
 def _check_numeric(path, dtype: np.dtype) -> None:

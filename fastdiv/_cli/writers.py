@@ -37,9 +37,25 @@ def check_destination(out, inputs, force: bool) -> None:
             )
     if os.path.isdir(out):
         raise InputError(out, "is a directory")
+    if os.path.exists(out) and not os.path.isfile(out):
+        # A device (/dev/null), FIFO or socket: the atomic write would rename
+        # a regular file over it, replacing the node itself (as root, even
+        # /dev/null), so it is refused, --force or not.
+        raise InputError(
+            out,
+            "is not a regular file (a device, FIFO or socket); fastdiv writes "
+            "its results to regular files only",
+        )
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise InputError(out, f"cannot be written: no folder {folder}")
+    try:
+        # Before any work (a bench run takes minutes): can a file be made
+        # there? Permissions, a read-only mount, a full disk all show here.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
     if os.path.exists(out) and not force:
         raise InputError(out, "already exists; pass --force to replace it")
 

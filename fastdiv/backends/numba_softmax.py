@@ -87,8 +87,9 @@ def _row_max(x):
 
 @numba.njit(**_OPTS)
 def _exact_reciprocal(temperature):
-    """Whether x * (1 / T) == x / T for every x: T is a power of two."""
-    return math.frexp(temperature)[0] == 0.5
+    """Whether x * (1 / T) == x / T for every x: T is a power of two whose
+    reciprocal is finite (not a subnormal T such as 2**-1074)."""
+    return math.frexp(temperature)[0] == 0.5 and math.isfinite(1.0 / temperature)
 
 
 def _exp_as(s, like):

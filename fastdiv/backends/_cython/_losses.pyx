@@ -764,6 +764,11 @@ cdef bint _distill_fast(const real* srow, const real* trow, Py_ssize_t k,
         spread = INFINITY
         if kl <= near_ratio * (fabs(cross) + fabs(lse_a) + fabs(lse_b)):
             spread = _gap_spread(trow, srow, k, mt - ms)
+            if real is float and spread > temperature:
+                # Cancelled, but too spread for that form: float32
+                # exponentials would leave the plain KL off by up to 4e-3
+                # relative. The slow path redoes the row in double.
+                return False
         if spread <= temperature:
             # |u| <= 1: the cancellation-free form; ea becomes eb v h(u), and
             # T (q - p) = R (eb ib lam E[v^2 g] - ea ib) / (1 + W).
