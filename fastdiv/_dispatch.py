@@ -291,22 +291,22 @@ def choose_backend(kernel: str, size: int, backend: str | None = None) -> str:
         return wanted
     threshold, small, large = AUTO_POLICY.get(kernel, _DEFAULT_POLICY)
     preferred = small if size < threshold else large
-    order = (preferred,) + tuple(b for b in _FALLBACK if b != preferred)
-    for name in order:
-        status = _status(name)
-        if status.usable:
-            if name != preferred:
-                logger.debug(
-                    "auto: %s preferred %s for %d elements, which is not usable "
-                    "(%s); using %s",
-                    kernel,
-                    preferred,
-                    size,
-                    _status(preferred).reason,
-                    name,
-                )
-            else:
-                logger.debug("auto: %s on %s for %d elements", kernel, name, size)
+    # The usual case first: building the fallback order cost a microsecond,
+    # an eighth of a softmax of 10 numbers.
+    if _status(preferred).usable:
+        logger.debug("auto: %s on %s for %d elements", kernel, preferred, size)
+        return preferred
+    for name in _FALLBACK:
+        if name != preferred and _status(name).usable:
+            logger.debug(
+                "auto: %s preferred %s for %d elements, which is not usable "
+                "(%s); using %s",
+                kernel,
+                preferred,
+                size,
+                _status(preferred).reason,
+                name,
+            )
             return name
     raise AssertionError("the numpy backend is always usable")  # pragma: no cover
 
