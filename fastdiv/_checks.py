@@ -220,7 +220,7 @@ def check_probabilities(
         for i in np.flatnonzero(np.isinf(sums)):
             scaled[i] = normalized_overflowing(rows[i])
         return scaled
-    _reject_bad_sums(rows, name, sums, batch_shape)
+    reject_bad_sums(name, sums, rows.dtype, rows.shape[1], batch_shape)
     return rows
 
 
@@ -243,7 +243,7 @@ def validate_row_stats(
         if np.all((np.abs(sums - 1.0) <= tolerance) & (negatives == 0)):
             return
     _reject_bad_entries(rows, name, sums, negatives, batch_shape)
-    _reject_bad_sums(rows, name, sums, batch_shape)
+    reject_bad_sums(name, sums, rows.dtype, rows.shape[1], batch_shape)
 
 
 def _reject_bad_entries(rows, name, sums, negatives, batch_shape) -> None:
@@ -262,11 +262,12 @@ def _reject_bad_entries(rows, name, sums, negatives, batch_shape) -> None:
             )
 
 
-def _reject_bad_sums(rows, name, sums, batch_shape) -> None:
-    k = rows.shape[1]
+def reject_bad_sums(name, sums, dtype, k: int, batch_shape=None) -> None:
+    """Raise for the first row of ``name`` whose sum is not 1 within the
+    tolerance of ``dtype`` for rows of ``k`` entries (none when k is 0)."""
     if not k:
         return
-    tolerance = sum_tolerance(rows.dtype, k)
+    tolerance = sum_tolerance(dtype, k)
     off = np.abs(sums - 1.0) > tolerance
     if off.any():
         i = int(np.argmax(off))

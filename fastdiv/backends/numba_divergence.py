@@ -203,53 +203,6 @@ _CHECK = [
 ]
 
 
-@njit(_ONE_INPUT, **_KERNEL)
-def entropy_rows(p, out):
-    n = out.shape[0]
-    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for t in prange(tasks):
-        buf = np.empty(_CHUNK)
-        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
-            # 0.0 - sum keeps +0.0 for empty and one-hot rows.
-            out[i] = 0.0 - _xlogy_row(p[i], p[i], buf)
-
-
-@njit(_TWO_INPUTS, **_KERNEL)
-def cross_entropy_rows(p, q, out):
-    n = out.shape[0]
-    sp = 1 if p.shape[0] > 1 else 0
-    sq = 1 if q.shape[0] > 1 else 0
-    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for t in prange(tasks):
-        buf = np.empty(_CHUNK)
-        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
-            out[i] = 0.0 - _xlogy_row(p[i * sp], q[i * sq], buf)
-
-
-@njit(_TWO_INPUTS, **_KERNEL)
-def kl_rows(p, q, out):
-    n = out.shape[0]
-    sp = 1 if p.shape[0] > 1 else 0
-    sq = 1 if q.shape[0] > 1 else 0
-    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for t in prange(tasks):
-        buf = np.empty(_CHUNK)
-        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
-            out[i] = _kl_row(p[i * sp], q[i * sq], buf)
-
-
-@njit(_TWO_INPUTS, **_KERNEL)
-def js_rows(p, q, out):
-    n = out.shape[0]
-    sp = 1 if p.shape[0] > 1 else 0
-    sq = 1 if q.shape[0] > 1 else 0
-    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for t in prange(tasks):
-        buf = np.empty(_CHUNK)
-        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
-            out[i] = _js_row(p[i * sp], q[i * sq], buf)
-
-
 @njit(**_INLINE)
 def _check_row(row):
     """(sum, number of negative entries) of one row, the sum in float64."""
@@ -306,20 +259,15 @@ def _check_into(x, i, sums, negatives):
     negatives[i] = neg
 
 
-@njit(_ONE_CHECKED, **_KERNEL)
-def entropy_rows_checked(p, out, p_sums, p_negatives):
-    n = out.shape[0]
-    tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for t in prange(tasks):
-        buf = np.empty(_CHUNK)
-        for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
-            _check_into(p, i, p_sums, p_negatives)
-            out[i] = 0.0 - _xlogy_row(p[i], p[i], buf)
+# What _divergence_rows computes for each row.
+_CROSS_ENTROPY, _KL, _JS, _ENTROPY = 0, 1, 2, 3
 
 
 @njit(**_INLINE)
-def _two_checked(kind, p, q, out, p_sums, p_negatives, q_sums, q_negatives):
-    """kind 0: cross-entropy, 1: KL, 2: JS; a single row is checked once."""
+def _divergence_rows(kind, check, p, q, out, p_sums, p_negatives, q_sums, q_negatives):
+    """The loop of every kernel here: out[i] for each row, p or q possibly
+    a single row; with ``check`` (a constant), the statistics of each input
+    row first, a single row's once. For the entropy q is p and unused."""
     n = out.shape[0]
     sp = 1 if p.shape[0] > 1 else 0
     sq = 1 if q.shape[0] > 1 else 0
@@ -327,28 +275,64 @@ def _two_checked(kind, p, q, out, p_sums, p_negatives, q_sums, q_negatives):
     for t in prange(tasks):
         buf = np.empty(_CHUNK)
         for i in range(t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)):
-            if sp == 1 or i == 0:
+            if check and (sp == 1 or i == 0):
                 _check_into(p, i * sp, p_sums, p_negatives)
-            if sq == 1 or i == 0:
+            if check and kind != _ENTROPY and (sq == 1 or i == 0):
                 _check_into(q, i * sq, q_sums, q_negatives)
-            if kind == 0:
+            if kind == _ENTROPY:
+                # 0.0 - sum keeps +0.0 for empty and one-hot rows.
+                out[i] = 0.0 - _xlogy_row(p[i], p[i], buf)
+            elif kind == _CROSS_ENTROPY:
                 out[i] = 0.0 - _xlogy_row(p[i * sp], q[i * sq], buf)
-            elif kind == 1:
+            elif kind == _KL:
                 out[i] = _kl_row(p[i * sp], q[i * sq], buf)
             else:
                 out[i] = _js_row(p[i * sp], q[i * sq], buf)
 
 
+@njit(_ONE_INPUT, **_KERNEL)
+def entropy_rows(p, out):
+    none, no_counts = np.empty(0), np.empty(0, np.int64)
+    _divergence_rows(_ENTROPY, False, p, p, out, none, no_counts, none, no_counts)
+
+
+@njit(_TWO_INPUTS, **_KERNEL)
+def cross_entropy_rows(p, q, out):
+    none, no_counts = np.empty(0), np.empty(0, np.int64)
+    _divergence_rows(_CROSS_ENTROPY, False, p, q, out, none, no_counts, none, no_counts)
+
+
+@njit(_TWO_INPUTS, **_KERNEL)
+def kl_rows(p, q, out):
+    none, no_counts = np.empty(0), np.empty(0, np.int64)
+    _divergence_rows(_KL, False, p, q, out, none, no_counts, none, no_counts)
+
+
+@njit(_TWO_INPUTS, **_KERNEL)
+def js_rows(p, q, out):
+    none, no_counts = np.empty(0), np.empty(0, np.int64)
+    _divergence_rows(_JS, False, p, q, out, none, no_counts, none, no_counts)
+
+
+@njit(_ONE_CHECKED, **_KERNEL)
+def entropy_rows_checked(p, out, p_sums, p_negatives):
+    _divergence_rows(
+        _ENTROPY, True, p, p, out, p_sums, p_negatives, p_sums, p_negatives
+    )
+
+
 @njit(_TWO_CHECKED, **_KERNEL)
 def cross_entropy_rows_checked(p, q, out, p_sums, p_negatives, q_sums, q_negatives):
-    _two_checked(0, p, q, out, p_sums, p_negatives, q_sums, q_negatives)
+    _divergence_rows(
+        _CROSS_ENTROPY, True, p, q, out, p_sums, p_negatives, q_sums, q_negatives
+    )
 
 
 @njit(_TWO_CHECKED, **_KERNEL)
 def kl_rows_checked(p, q, out, p_sums, p_negatives, q_sums, q_negatives):
-    _two_checked(1, p, q, out, p_sums, p_negatives, q_sums, q_negatives)
+    _divergence_rows(_KL, True, p, q, out, p_sums, p_negatives, q_sums, q_negatives)
 
 
 @njit(_TWO_CHECKED, **_KERNEL)
 def js_rows_checked(p, q, out, p_sums, p_negatives, q_sums, q_negatives):
-    _two_checked(2, p, q, out, p_sums, p_negatives, q_sums, q_negatives)
+    _divergence_rows(_JS, True, p, q, out, p_sums, p_negatives, q_sums, q_negatives)

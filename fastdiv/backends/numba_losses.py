@@ -23,9 +23,8 @@ import math
 
 import numpy as np
 from numba import float32, float64, int64, njit, prange, types, void
-from numba.extending import overload
 
-from fastdiv.backends.numba_math import exp_f32, exp_f64, maxnum
+from fastdiv.backends.numba_math import exp_f64, exp_like, maxnum
 
 # No flag that assumes away NaN or inf, and no reassociation (it would
 # change the order of the sums and the exp range reduction). No "arcp"
@@ -274,28 +273,9 @@ _FAST = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _FAST_SUM = dict(_FAST, fastmath={"reassoc"})
 
 
-def _exp_like(s, e):
-    """exp(s) for a float64 shift s <= 0 (or NaN), in the dtype of e."""
-    raise NotImplementedError  # replaced by the overload below in @njit code
-
-
-@overload(_exp_like, jit_options=dict(_FAST))
-def _exp_like_overload(s, e):
-    if e.dtype == types.float32:
-
-        def exp_float(s, e):
-            # exp(s) = exp_f32(hi) exp(lo) ~ exp_f32(hi) (1 + lo), hi = s
-            # rounded to float32 and lo the rest (|lo| <= 2^-24 |s|): about
-            # 1 float32 ulp, at the cost of the float32 polynomial. Below
-            # -160 the result is 0 anyway; the clamp keeps hi and lo finite
-            # (-inf gives 0, not 0 * inf) and lets NaN through.
-            u = -160.0 if s < -160.0 else s
-            hi = np.float32(u)
-            lo = np.float32(u - np.float64(hi))
-            return exp_f32(hi) * (np.float32(1.0) + lo)
-
-        return exp_float
-    return lambda s, e: exp_f64(s)
+# exp_like (numba_math) gives each exponential in the dtype of the scratch
+# row it goes to: float64 range reduction and a float32 polynomial for
+# float32 rows, exp_f64 for float64 ones.
 
 
 @njit(**_FAST)
@@ -340,10 +320,10 @@ def _exp_pass(x, m, a, c, divide, e):
     k = x.shape[0]
     if divide:
         for j in range(k):
-            e[j] = _exp_like((np.float64(x[j]) - m) / a - c, e)
+            e[j] = exp_like((np.float64(x[j]) - m) / a - c, e)
     else:
         for j in range(k):
-            e[j] = _exp_like((np.float64(x[j]) - m) * a - c, e)
+            e[j] = exp_like((np.float64(x[j]) - m) * a - c, e)
     return _split_sum(e)
 
 
@@ -357,14 +337,14 @@ def _exp_cross_pass(t, x, mt, ct, ms, cs, a, divide, e, d):
         for j in range(k):
             sa = (np.float64(t[j]) - mt) / a - ct
             sb = (np.float64(x[j]) - ms) / a - cs
-            ea = _exp_like(sa, e)
+            ea = exp_like(sa, e)
             e[j] = ea
             d[j] = 0.0 if ea == 0.0 else np.float64(ea) * (sa - sb)
     else:
         for j in range(k):
             sa = (np.float64(t[j]) - mt) * a - ct
             sb = (np.float64(x[j]) - ms) * a - cs
-            ea = _exp_like(sa, e)
+            ea = exp_like(sa, e)
             e[j] = ea
             d[j] = 0.0 if ea == 0.0 else np.float64(ea) * (sa - sb)
     c, r = _split_sum(e)

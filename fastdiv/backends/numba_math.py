@@ -66,12 +66,22 @@ inf handling. Contraction is spelled out with explicit fused multiply-adds.
 
 from __future__ import annotations
 
+import math
+
 import numba
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-__all__ = ["exp_f64", "exp_f32", "exp_f32_of_f64", "log_f64", "log_f32", "maxnum"]
+__all__ = [
+    "exp_f64",
+    "exp_f32",
+    "exp_f32_of_f64",
+    "exp_like",
+    "log_f64",
+    "log_f32",
+    "maxnum",
+]
 
 _F64 = ir.DoubleType()
 _F32 = ir.FloatType()
@@ -299,6 +309,22 @@ _SPLIT_32 = numba.float32(100.0)
 _ONE_32 = numba.float32(1.0)
 
 
+@numba.njit(types.float32(types.float32, types.float32), cache=True, nogil=True)
+def _exp_f32_reduced(r, n):
+    """exp(r) 2**n in float32 for |r| <= ln 2 / 2 and an integer-valued n:
+    the polynomial and the two-factor scaling of :func:`exp_f32`."""
+    r2 = r * r
+    p = _fma32(r, _EP4_32, _EP3_32)
+    p = _fma32(r, p, _EP2_32)
+    p = _fma32(r, p, _EP1_32)
+    p = _fma32(r, p, _EP0_32)
+    e = _ONE_32 + _fma32(r2, p, r)
+
+    n1 = _SPLIT_32 if n > _SPLIT_32 else n
+    n1 = -_SPLIT_32 if n1 < -_SPLIT_32 else n1
+    return (e * _pow2_f32(n1)) * _pow2_f32(n - n1)
+
+
 @numba.njit(types.float32(types.float32), cache=True, nogil=True)
 def exp_f32(x):
     """exp(x) in float32, vectorisable; about 1 ulp, exact special values.
@@ -317,17 +343,7 @@ def exp_f32(x):
     n = _fma32(x, _LOG2E_32, _ROUND32) - _ROUND32
     r = _fma32(-n, _LN2_HI_32, x)
     r = _fma32(-n, _LN2_LO_32, r)
-
-    r2 = r * r
-    p = _fma32(r, _EP4_32, _EP3_32)
-    p = _fma32(r, p, _EP2_32)
-    p = _fma32(r, p, _EP1_32)
-    p = _fma32(r, p, _EP0_32)
-    e = _ONE_32 + _fma32(r2, p, r)
-
-    n1 = _SPLIT_32 if n > _SPLIT_32 else n
-    n1 = -_SPLIT_32 if n1 < -_SPLIT_32 else n1
-    return (e * _pow2_f32(n1)) * _pow2_f32(n - n1)
+    return _exp_f32_reduced(r, n)
 
 
 # A float64 argument rounded to float32 would lose |x| * 2**-24 of relative
@@ -361,18 +377,25 @@ def exp_f32_of_f64(x):
     x = _EXP_LO_MIXED if x < _EXP_LO_MIXED else x
     n64 = _fma64(x, _LOG2E, _ROUND64) - _ROUND64
     r = numba.float32(_fma64(-n64, _LN2_HI, x))
-    n = numba.float32(n64)
+    return _exp_f32_reduced(r, numba.float32(n64))
 
-    r2 = r * r
-    p = _fma32(r, _EP4_32, _EP3_32)
-    p = _fma32(r, p, _EP2_32)
-    p = _fma32(r, p, _EP1_32)
-    p = _fma32(r, p, _EP0_32)
-    e = _ONE_32 + _fma32(r2, p, r)
 
-    n1 = _SPLIT_32 if n > _SPLIT_32 else n
-    n1 = -_SPLIT_32 if n1 < -_SPLIT_32 else n1
-    return (e * _pow2_f32(n1)) * _pow2_f32(n - n1)
+def exp_like(s, like):
+    """exp(s) of a float64 s in the dtype of the array ``like``.
+
+    In compiled code the choice is made once per dtype: float32 arrays get
+    :func:`exp_f32_of_f64` (float64 range reduction, float32 polynomial),
+    float64 ones :func:`exp_f64`. This Python body gives the same to
+    rounding, for code run without the JIT.
+    """
+    return like.dtype.type(math.exp(s))
+
+
+@overload(exp_like, jit_options=dict(nogil=True, fastmath=False))
+def _exp_like_impl(s, like):
+    if like.dtype == types.float32:
+        return lambda s, like: exp_f32_of_f64(s)
+    return lambda s, like: exp_f64(s)
 
 
 # ==========================================================================

@@ -36,7 +36,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from fastdiv.backends.numba_math import exp_f32_of_f64, exp_f64, log_f64, maxnum
+from fastdiv.backends.numba_math import exp_f64, exp_like, log_f64, maxnum
 
 __all__ = [
     "softmax_rows",
@@ -92,23 +92,12 @@ def _exact_reciprocal(temperature):
     return math.frexp(temperature)[0] == 0.5 and math.isfinite(1.0 / temperature)
 
 
-def _exp_as(s, like):
-    """exp(s) in the dtype of ``like``; defined for compiled code only."""
-    raise NotImplementedError("_exp_as runs inside Numba kernels only")
-
-
-@overload(_exp_as, jit_options=_OPTS)
-def _exp_as_impl(s, like):
-    # Chosen when the kernel is compiled, once per dtype: no branch per
-    # element.
-    if like == types.float32:
-        return lambda s, like: exp_f32_of_f64(s)
-    return lambda s, like: exp_f64(s)
-
-
 def _multiplies(temperature, x):
-    """Whether s_j may use x_j * (1 / T) in place of x_j / T."""
-    raise NotImplementedError("_multiplies runs inside Numba kernels only")
+    """Whether s_j may use x_j * (1 / T) in place of x_j / T (the Python
+    body of the overload below, for code run without the JIT)."""
+    if x.dtype == np.float32:
+        return math.isfinite(1.0 / temperature)
+    return _exact_reciprocal.py_func(temperature)
 
 
 @overload(_multiplies, jit_options=_OPTS)
@@ -140,16 +129,16 @@ def _exp_shifted(x, m, temperature, buf):
     if temperature >= 1.0:
         if multiply:
             for j in range(k):
-                buf[j] = _exp_as(np.float64(x[j]) * inv - top, x[j])
+                buf[j] = exp_like(np.float64(x[j]) * inv - top, buf)
         else:
             for j in range(k):
-                buf[j] = _exp_as(np.float64(x[j]) / temperature - top, x[j])
+                buf[j] = exp_like(np.float64(x[j]) / temperature - top, buf)
     elif multiply:
         for j in range(k):
-            buf[j] = _exp_as((np.float64(x[j]) - m) * inv, x[j])
+            buf[j] = exp_like((np.float64(x[j]) - m) * inv, buf)
     else:
         for j in range(k):
-            buf[j] = _exp_as((np.float64(x[j]) - m) / temperature, x[j])
+            buf[j] = exp_like((np.float64(x[j]) - m) / temperature, buf)
     return top
 
 
@@ -287,7 +276,7 @@ def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops):
         for u in range(nr * k):
             s[u] = (np.float64(xs[u]) - s[u]) / temperature
     for u in range(nr * k):
-        e[u] = _exp_as(s[u], xs[u])
+        e[u] = exp_like(s[u], e)
 
 
 @numba.njit(**_OPTS)
