@@ -237,32 +237,39 @@ def _rows_per_task(k):
 
 
 @numba.njit(**_OPTS)
-def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops):
-    """The shift and exp passes of rows r0:r1 of short rows, as flat loops.
+def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops, ones, rest):
+    """The shift, exp and sum passes of rows r0:r1 of short rows.
 
     For k below _SHORT a loop over one row never reaches the vector code
     (LLVM's vector loop takes 16 to 64 entries at a time): each exp runs
-    scalar, about 3 ns each. Here the maxima are found row by row, each
-    row's shift is spread over its entries, and s and the exps of all the
-    rows come from one vector loop each. Same arithmetic as
-    :func:`_exp_shifted`, entry for entry. Row r0 + ii has its s_j in
-    s[ii * k + j] and exp(s_j) in e[ii * k + j].
+    scalar, about 3 ns each. Here each row's shift is spread over its
+    entries and s and the exps of all the rows come from one vector loop
+    each; the maxima and sums take flat indices. Same arithmetic as
+    :func:`_exp_shifted` and :func:`_count_and_rest`, entry for entry. Row
+    r0 + ii has its s_j in s[ii * k + j], exp(s_j) in e[ii * k + j], and
+    the (c, r) of its exps in ones[ii] and rest[ii].
     """
     n, k = x.shape
     nr = r1 - r0
     inv = 1.0 / temperature
     multiply = _multiplies(temperature, x)
     first = temperature >= 1.0
+    # Flat indices, not views of the rows: a view of a short row costs more
+    # than its maximum (its reference count is updated by both threads).
+    # (Loops across the rows, one accumulator per row, were slower still:
+    # LLVM gathers the strided entries.)
+    xs = x.reshape(n * k)[r0 * k : r1 * k]
     for ii in range(nr):
-        m = _row_max(x[r0 + ii])
+        m = x.dtype.type(-np.inf)
+        for j in range(k):
+            m = maxnum(m, xs[ii * k + j])
+        m = np.float64(m)
         maxima[ii] = m
         top = m * inv if multiply else m / temperature
         tops[ii] = top
         v = top if first else m
-        row_s = s[ii * k : (ii + 1) * k]
         for j in range(k):
-            row_s[j] = v
-    xs = x.reshape(n * k)[r0 * k : r1 * k]
+            s[ii * k + j] = v
     if first and multiply:
         for u in range(nr * k):
             s[u] = np.float64(xs[u]) * inv - s[u]
@@ -277,22 +284,16 @@ def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops):
             s[u] = (np.float64(xs[u]) - s[u]) / temperature
     for u in range(nr * k):
         e[u] = exp_like(s[u], e)
-
-
-@numba.njit(**_OPTS)
-def _count_and_rest_at(e, b, k):
-    """(c, r) of _count_and_rest for e[b:b + k], without a view.
-
-    A view of a short row costs more than the row's own sums (its
-    reference count is updated by both threads).
-    """
-    r = 0.0
-    c = 0
-    for j in range(k):
-        v = e[b + j]
-        r += 0.0 if v == 1.0 else v
-        c += v == 1.0
-    return np.float64(c), r
+    for ii in range(nr):
+        c = 0.0
+        r = 0.0
+        for j in range(k):
+            v = e[ii * k + j]
+            one = v == 1.0
+            r += 0.0 if one else np.float64(v)
+            c += 1.0 if one else 0.0
+        ones[ii] = c
+        rest[ii] = r
 
 
 @numba.njit(**_OPTS)
@@ -309,14 +310,13 @@ def _log1p(z):
 
 
 @numba.njit(**_OPTS)
-def _short_normalisers(e, maxima, tops, k, lse):
-    """lse[ii] = log sum_j e[ii * k + j] + tops[ii] for each short row, or
+def _short_normalisers(ones, rest, maxima, tops, lse):
+    """lse[ii] = log(ones[ii] + rest[ii]) + tops[ii] for each short row, or
     NaN where the row needs the special rules."""
     nr = maxima.shape[0]
     z = np.empty(nr)
     for ii in range(nr):
-        c, r = _count_and_rest_at(e, ii * k, k)
-        z[ii] = (c - 1.0) + r
+        z[ii] = (ones[ii] - 1.0) + rest[ii]
     for ii in range(nr):
         lse[ii] = tops[ii] + _log1p(z[ii])
     for ii in range(nr):
@@ -326,15 +326,18 @@ def _short_normalisers(e, maxima, tops, k, lse):
 
 @numba.njit(**_OPTS)
 def _short_task(x, temperature, r0, r1):
-    """Buffers and the exp pass of a task of short rows: (s, e, maxima, tops)."""
+    """Buffers and the exp pass of a task of short rows:
+    (s, e, maxima, tops, ones, rest)."""
     k = x.shape[1]
     nr = r1 - r0
     s = np.empty(nr * k, np.float64)
     e = np.empty(nr * k, x.dtype)
     maxima = np.empty(nr)
     tops = np.empty(nr)
-    _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops)
-    return s, e, maxima, tops
+    ones = np.empty(nr)
+    rest = np.empty(nr)
+    _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops, ones, rest)
+    return s, e, maxima, tops, ones, rest
 
 
 @numba.njit(**_OPTS)
@@ -401,11 +404,11 @@ def softmax_rows(x, temperature, out):
         r0 = task * per_task
         r1 = min(n, r0 + per_task)
         if k < _SHORT:
-            _, e, maxima, _ = _short_task(x, temperature, r0, r1)
+            _, e, maxima, _, ones, rest = _short_task(x, temperature, r0, r1)
             flat = out.reshape(n * k)
             for ii in range(r1 - r0):
                 b = ii * k
-                c, r = _count_and_rest_at(e, b, k)
+                c, r = ones[ii], rest[ii]
                 if not (r == r and math.isfinite(maxima[ii])):
                     _softmax_special(x[r0 + ii], out[r0 + ii])
                     continue
@@ -438,11 +441,11 @@ def log_softmax_rows(x, temperature, out):
         r0 = task * per_task
         r1 = min(n, r0 + per_task)
         if k < _SHORT:
-            s, e, maxima, tops = _short_task(x, temperature, r0, r1)
+            s, _, maxima, _, ones, rest = _short_task(x, temperature, r0, r1)
             # s_j - log S; tops are not needed: with them lse would be the
             # log-sum-exp itself, while s_j is already shifted.
             lse = np.empty(r1 - r0)
-            _short_normalisers(e, maxima, np.zeros(r1 - r0), k, lse)
+            _short_normalisers(ones, rest, maxima, np.zeros(r1 - r0), lse)
             flat = out.reshape(n * k)
             for ii in range(r1 - r0):
                 if lse[ii] != lse[ii]:
@@ -480,9 +483,9 @@ def logsumexp_rows(x, temperature, out):
         r0 = task * per_task
         r1 = min(n, r0 + per_task)
         if k < _SHORT:
-            _, e, maxima, tops = _short_task(x, temperature, r0, r1)
+            _, _, maxima, tops, ones, rest = _short_task(x, temperature, r0, r1)
             lse = np.empty(r1 - r0)
-            _short_normalisers(e, maxima, tops, k, lse)
+            _short_normalisers(ones, rest, maxima, tops, lse)
             for ii in range(r1 - r0):
                 if lse[ii] != lse[ii]:
                     out[r0 + ii] = _logsumexp_special(x[r0 + ii])
