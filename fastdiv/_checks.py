@@ -72,6 +72,12 @@ def check_temperature(temperature, name: str = "temperature") -> float:
     value that is not finite, not > 0, or too large for a float64 (an int
     such as ``10**400``) raises ValueError. Both name ``name``.
     """
+    if type(temperature) is float:
+        # The usual call, without the abstract-class checks below (0.4 us
+        # of the 8 us of a softmax of 10 numbers).
+        if math.isfinite(temperature) and temperature > 0.0:
+            return temperature
+        raise ValueError(f"{name} must be finite and > 0, got {temperature!r}")
     if isinstance(temperature, np.ndarray):
         raise TypeError(
             f"{name} must be a real number, got a {temperature.ndim}-d array of "
@@ -96,6 +102,9 @@ def check_temperature(temperature, name: str = "temperature") -> float:
 
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     """A non-negative axis index; AxisError (a ValueError) if out of range."""
+    if type(axis) is int and -ndim <= axis < ndim:
+        # The usual call, without the abstract-class check (0.6 us).
+        return axis + ndim if axis < 0 else axis
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {shown(axis)}")
     if not -ndim <= axis < max(ndim, 1):
