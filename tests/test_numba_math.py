@@ -18,6 +18,7 @@ from fastdiv.backends.numba_math import (  # noqa: E402
     exp_f64,
     log_f32,
     log_f64,
+    log_of,
     maxnum,
 )
 
@@ -283,3 +284,29 @@ def test_exp_of_float64_to_float32_special_values():
     np.testing.assert_array_equal(got[:9], expected[:9])
     # exp(-104) = 6.8e-46 rounds to 0 or to the smallest subnormal.
     assert got[9] in (0.0, np.finfo(np.float32).smallest_subnormal)
+
+
+@numba.njit
+def _log_of_each(x):
+    out = np.empty(x.shape[0], np.float64)
+    for i in range(x.shape[0]):
+        out[i] = log_of(x[i])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_log_of_takes_the_log_in_the_entry_dtype(dtype):
+    # float64 results either way: log_f32 widened for float32 entries,
+    # log_f64 for float64 ones; special values as in log itself.
+    fi = np.finfo(dtype)
+    x = np.array(
+        [0.0, -1.0, np.inf, np.nan, fi.smallest_subnormal, fi.tiny, 0.3, 1.0, 7.5],
+        dtype=dtype,
+    )
+    got = _log_of_each(x)
+    assert got.dtype == np.float64
+    _, flog = _fns(dtype)
+    np.testing.assert_array_equal(got, _apply(flog, x).astype(np.float64))
+    # The plain Python body agrees to rounding.
+    plain = np.array([log_of(v) for v in x])
+    np.testing.assert_allclose(got, plain, rtol=2 * float(fi.eps), atol=0)
