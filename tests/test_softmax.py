@@ -296,6 +296,32 @@ def test_many_short_rows_with_special_rows_match_reference(
         assert_same(got, want, what=f"{fn.__name__} k={k} T={temperature}")
 
 
+@pytest.mark.parametrize(
+    "temperature", [2.0**-100, 2.0**-20, 0.5, 1.0, 2.0, 2.0**30, 2.0**126, 2.0**127]
+)
+def test_float32_power_of_two_temperatures_match_reference(backend, temperature):
+    # For float32 rows and a power-of-two T the compiled kernels may form
+    # the shifted logits in float arithmetic, exact as a sum hi + lo. Long
+    # rows (that path) with entries that stress it: -inf, the largest and
+    # smallest floats, subnormals, entries one ulp from the maximum.
+    rng = np.random.default_rng(7)
+    fi = np.finfo(np.float32)
+    x = (rng.standard_normal((64, 300)) * 30.0).astype(np.float32)
+    x[1, ::7] = -INF
+    x[2, 3] = fi.max
+    x[2, 4] = np.nextafter(fi.max, np.float32(0))
+    x[3, :] = fi.smallest_subnormal * rng.integers(-3, 4, 300)
+    x[4, ::2] = -fi.max
+    x[5, :] = 1e30 + rng.standard_normal(300).astype(np.float32) * 1e24
+    x[6, 10] = np.nextafter(x[6].max(), np.float32(-INF))
+    x[7, :] = x[7, 0]  # constant row: every entry at the maximum
+    x[8, 5] = NAN
+    for fn in FUNCTIONS:
+        got = fn(x, temperature, backend=backend)
+        want = fn(x, temperature, backend="numpy")
+        assert_same(got, want, what=f"{fn.__name__} T=2**{np.log2(temperature):g}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [7, 257])  # short rows take a path of their own
 def test_one_and_two_threads_bit_identical(compiled_backend, dtype, k):
