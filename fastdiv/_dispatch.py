@@ -75,6 +75,7 @@ AUTO_POLICY: dict[str, tuple[int, str, str]] = {
     # 2 vCPUs): numba / cython 1.44 / 2.23 s in float64 and 0.87 / 1.35 s in
     # float32 at (2000, 2000, 256); 3.3 / 5.9 s and 3.1 / 4.6 s at (10_000,
     # 10_000, 32). Sparse, 5000 x 50_000 at 1%: 1.83 / 1.63 s.
+    # (Intel CPUs differ: see _CPU_POLICY.)
     "js_pairwise": (0, "numba", "numba"),
     "js_pairwise_csr": (0, "cython", "cython"),
     # row-wise divergences: no entry, cython throughout. On one core
@@ -82,6 +83,20 @@ AUTO_POLICY: dict[str, tuple[int, str, str]] = {
     # clones of its sums vectorised) cython / numba was 0.78-0.99 for
     # entropy, cross-entropy and KL and 0.84-1.02 for JS at (100_000, 100)
     # and (1000, 10_000), float32 and float64.
+}
+
+# Entries that replace those of AUTO_POLICY on CPUs of one vendor (the
+# vendor_id of /proc/cpuinfo). LLVM, and so Numba, keeps to 256-bit vectors
+# on Intel's AVX-512 server cores (on AMD's it takes 512 bits), while the
+# AVX-512 clones of the Cython kernels use 512-bit ones on both.
+_CPU_POLICY: dict[str, dict[str, tuple[int, str, str]]] = {
+    # pairwise JS, side by side (bench_pairwise.py, 2026-12-04, Intel Xeon
+    # model 207, 2 vCPUs): numba / cython 972 / 833 ms in float64 and
+    # 958 / 683 ms in float32 at (2000, 2000, 256); 3.24 / 2.58 s and
+    # 5.15 / 3.31 s at (10_000, 10_000, 32); 4.53 / 3.27 s and 2.5 / 3.42 s
+    # at (500, 500, 10_000), float64 and float32. On one core (thread
+    # time, float64, (500, 500, 256)): 1.78 / 1.32 ns per triple.
+    "GenuineIntel": {"js_pairwise": (0, "cython", "cython")},
 }
 
 # Preference order when the chosen backend is not usable: the compiled
@@ -290,6 +305,28 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor_id from /proc/cpuinfo ("GenuineIntel", ...), or ""
+    where there is no such file or line."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
+@functools.cache
+def _vendor_policy() -> dict[str, tuple[int, str, str]]:
+    """The entries of _CPU_POLICY for this CPU's vendor (read once)."""
+    vendor = cpu_vendor()
+    policy = _CPU_POLICY.get(vendor, {})
+    logger.debug("auto: CPU vendor %r, policy entries %s", vendor, policy)
+    return policy
+
+
 def choose_backend(kernel: str, size: int, backend: str | None = None) -> str:
     """Resolve ``backend`` (possibly "auto") to a usable backend name.
 
@@ -310,7 +347,8 @@ def choose_backend(kernel: str, size: int, backend: str | None = None) -> str:
                 f"backend {wanted!r} is not usable: {status.reason}"
             )
         return wanted
-    threshold, small, large = AUTO_POLICY.get(kernel, _DEFAULT_POLICY)
+    policy = _vendor_policy().get(kernel) or AUTO_POLICY.get(kernel, _DEFAULT_POLICY)
+    threshold, small, large = policy
     preferred = small if size < threshold else large
     # The usual case first: building the fallback order cost a microsecond,
     # an eighth of a softmax of 10 numbers.

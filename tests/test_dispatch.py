@@ -5,6 +5,7 @@ checks that every operation agrees across backends and threads."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -284,18 +285,53 @@ def test_kernel_module_missing(clean_registry, monkeypatch, caplog):
     assert any("_absent_softmax" in r.getMessage() for r in caplog.records)
 
 
+def _policy_tables():
+    yield "AUTO_POLICY", _dispatch.AUTO_POLICY
+    yield from _dispatch._CPU_POLICY.items()
+
+
 def test_auto_policy_entries_are_valid():
-    for kernel, (threshold, small, large) in _dispatch.AUTO_POLICY.items():
-        assert isinstance(threshold, int) and threshold >= 0, kernel
-        assert small in BACKENDS and large in BACKENDS, kernel
+    for name, table in _policy_tables():
+        for kernel, (threshold, small, large) in table.items():
+            assert isinstance(threshold, int) and threshold >= 0, (name, kernel)
+            assert small in BACKENDS and large in BACKENDS, (name, kernel)
 
 
 def test_auto_policy_names_existing_kernels():
     # A typo in the policy table would silently fall back to the default.
     from fastdiv.backends import reference
 
-    for kernel in _dispatch.AUTO_POLICY:
-        assert hasattr(reference, kernel), kernel
+    for name, table in _policy_tables():
+        for kernel in table:
+            assert hasattr(reference, kernel), (name, kernel)
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD", ""])
+def test_auto_policy_follows_the_cpu_vendor(clean_registry, monkeypatch, vendor):
+    monkeypatch.setattr(_dispatch, "cpu_vendor", lambda: vendor)
+    _dispatch._vendor_policy.cache_clear()
+    try:
+        for name in BACKENDS:
+            monkeypatch.setitem(
+                _dispatch._status_cache, name, BackendStatus(True, None)
+            )
+        entry = _dispatch._CPU_POLICY.get(vendor, {}).get(
+            "js_pairwise", _dispatch.AUTO_POLICY["js_pairwise"]
+        )
+        assert _dispatch.choose_backend("js_pairwise", 10**6) == entry[2]
+        # Kernels the vendor's table leaves out keep the common entries.
+        assert _dispatch.choose_backend("js_pairwise_csr", 10**6) == "cython"
+    finally:
+        _dispatch._vendor_policy.cache_clear()
+
+
+def test_cpu_vendor_is_a_string():
+    vendor = _dispatch.cpu_vendor()
+    assert isinstance(vendor, str)
+    if sys.platform.startswith("linux") and os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            if any(line.startswith("vendor_id") for line in f):
+                assert vendor
 
 
 # --------------------------------------------------------------------------
