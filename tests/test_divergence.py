@@ -481,6 +481,40 @@ def test_checks_in_the_kernel_pass_name_the_argument_and_row(backend, name):
         call(name, nan_p, q.reshape(3, 10, 8), backend=backend)
 
 
+@pytest.mark.parametrize("name", TWO)
+@pytest.mark.parametrize("k", [5, 100, 1300])  # 1300: several chunks of a row
+def test_float32_checks_in_the_term_loop(backend, name, k):
+    # Two float32 batches: the compiled kernels gather the row sums and
+    # negative counts in the loop of the divergence terms. The results equal
+    # those of check=False bit for bit, and bad rows of either input are
+    # reported by argument and row.
+    rng = np.random.default_rng(k)
+    p = normalized(rng.random((40, k))).astype(np.float32)
+    q = normalized(rng.random((40, k))).astype(np.float32)
+    p[3, : k // 2] = 0.0
+    p[3] /= p[3].sum(dtype=np.float64)
+    q[6, -1] = 0.0
+    q[6] /= q[6].sum(dtype=np.float64)
+    checked = call(name, p, q, backend=backend)
+    unchecked = call(name, p, q, backend=backend, check=False)
+    np.testing.assert_array_equal(checked, unchecked)
+    assert_same(checked, call(name, p, q, backend="numpy"))
+    cases = [
+        ("p", 21, -1e-3, r"^p row 21 has a negative entry"),
+        ("q", 8, np.nan, r"^q row 8 has a non-finite entry"),
+        ("q", 30, "scale", r"^q row 30 sums to 1\.0(1|099)"),
+    ]
+    for which, row, value, message in cases:
+        bad_p, bad_q = p.copy(), q.copy()
+        target = bad_p if which == "p" else bad_q
+        if value == "scale":
+            target[row] *= np.float32(1.01)
+        else:
+            target[row, k - 1] = value
+        with pytest.raises(ValueError, match=message):
+            call(name, bad_p, bad_q, backend=backend)
+
+
 def test_normalize_of_a_zero_row_is_an_error():
     with pytest.raises(ValueError, match="p row 1 sums to 0"):
         fd.entropy(np.array([[1.0, 1.0], [0.0, 0.0]]), normalize=True)

@@ -6,8 +6,11 @@
 of the other, so an (n, k) batch against one distribution is never copied
 n times. ``out`` is float64 whatever the input dtype. Rows are spread over
 the OpenMP threads, one row per thread, and each row's terms are computed
-in double with the vector log of ``fastdiv_math.h`` and summed there in a
-fixed order, so the result does not depend on the thread count.
+in double with the vector log of ``fastdiv_math.h`` (float32 entropy and
+cross-entropy take float logs: their terms do not cancel) and summed there
+in a fixed order, so the result does not depend on the thread count. The
+``*_checked`` kernels gather each row's sum and negative count in the same
+pass; for two float32 batches, in the loop of the terms itself.
 """
 
 from cython.parallel cimport prange
@@ -16,10 +19,13 @@ from libc.math cimport isfinite, log
 from fastdiv.backends._cython._math cimport (
     fd_check_row_f32,
     fd_check_row_f64,
+    fd_js_sum_checked_f32,
     fd_js_sum_f32,
     fd_js_sum_f64,
+    fd_rel_entr_sum_checked_f32,
     fd_rel_entr_sum_f32,
     fd_rel_entr_sum_f64,
+    fd_xlogy_sum_checked_f32,
     fd_xlogy_sum_f32,
     fd_xlogy_sum_f64,
 )
@@ -146,6 +152,31 @@ cdef inline double _two_input_term(int kind, const real *p, const real *q,
     return _js(p, q, k)
 
 
+cdef double _two_input_term_checked_f32(int kind, const float *p,
+                                        const float *q, Py_ssize_t k,
+                                        double *p_sum, long long *p_neg,
+                                        double *q_sum,
+                                        long long *q_neg) noexcept nogil:
+    """_two_input_term of float32 rows with both checks in its loop."""
+    cdef double stats[2]
+    cdef long long negatives[2]
+    cdef double total
+    if kind == _CROSS_ENTROPY:
+        total = 0.0 - fd_xlogy_sum_checked_f32(p, q, k, stats, negatives)
+    elif kind == _KL:
+        total = fd_rel_entr_sum_checked_f32(p, q, k, stats, negatives)
+        if not isfinite(total):
+            total = _kl_careful(p, q, k)
+    else:
+        total = 0.5 * fd_js_sum_checked_f32(p, q, k, stats, negatives)
+        total = 0.0 if total < 0.0 else total
+    p_sum[0] = stats[0]
+    q_sum[0] = stats[1]
+    p_neg[0] = negatives[0]
+    q_neg[0] = negatives[1]
+    return total
+
+
 cdef void _two_inputs_checked(int kind, const real[:, ::1] p,
                               const real[:, ::1] q, double[::1] out,
                               double[::1] p_sums, long long[::1] p_negatives,
@@ -153,6 +184,14 @@ cdef void _two_inputs_checked(int kind, const real[:, ::1] p,
                               long long[::1] q_negatives) noexcept:
     cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
     cdef Py_ssize_t sp = p.shape[0] > 1, sq = q.shape[0] > 1
+    if real is float:
+        if sp and sq:
+            # Two batches of float32 rows: the checks in the term loops.
+            for i in prange(n, schedule="static", nogil=True):
+                out[i] = _two_input_term_checked_f32(
+                    kind, &p[i, 0], &q[i, 0], k, &p_sums[i], &p_negatives[i],
+                    &q_sums[i], &q_negatives[i])
+            return
     for i in prange(n, schedule="static", nogil=True):
         # A single row (broadcast against all of the other) is checked once.
         if sp or i == 0:
