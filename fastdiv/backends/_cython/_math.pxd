@@ -28,8 +28,9 @@ cdef extern from "fastdiv_math.h" nogil:
     # (x_j - m) / a - c (divide != 0), s_j in double, written to out (or to
     # a stack buffer when out is NULL). Returns the sum of the e_j != 1 and
     # stores in ones[0] how many e_j == 1 (so log of the total is
-    # log1p((ones - 1) + rest) without losing a tiny rest). NaN propagates
-    # into the returned sum. float: exp in float (~1 ulp), sum in double.
+    # log1p((ones - 1) + rest) without losing a tiny rest); with ones NULL,
+    # the plain sum of all e_j. NaN propagates into the returned sum.
+    # float: exp in float (~1 ulp), sum in double.
     double fd_exp_shift_sum_f64(const double *x, Py_ssize_t k, double m,
                                 double a, double c, int divide, double *out,
                                 double *ones)

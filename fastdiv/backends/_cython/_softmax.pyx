@@ -129,13 +129,14 @@ cdef void _softmax_row(const floating *x, Py_ssize_t k, const Plan *plan,
     if isfinite(m):
         _shift(m, plan, &msub, &c, &top)
         if not log_out:
-            # exp(s_j) goes to out; the normaliser is ones + rest >= 1.
-            rest = _exp_sum(x, k, msub, plan, c, out, &ones)
+            # exp(s_j) goes to out; the normaliser, their plain sum (no
+            # split: a division needs no tiny rest kept apart), is >= 1.
+            rest = _exp_sum(x, k, msub, plan, c, out, NULL)
             if rest == rest:
                 if floating is double:
-                    fm.fd_scale_f64(out, k, 1.0 / (ones + rest))
+                    fm.fd_scale_f64(out, k, 1.0 / rest)
                 else:
-                    fm.fd_scale_f32(out, k, 1.0 / (ones + rest))
+                    fm.fd_scale_f32(out, k, 1.0 / rest)
                 return
         else:
             # log S = log1p((ones - 1) + rest) keeps a rest below 2^-53;

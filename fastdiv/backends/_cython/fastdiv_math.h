@@ -272,15 +272,18 @@ static inline float fd_expf_of_double(double s, double lim) {
 
 /* e_j = exp(s_j) into out[0..k) (or a stack buffer when out is NULL).
  * Returns the sum of the e_j that are not 1 and adds to *ones how many are;
- * ones + returned value is the sum of all e_j. NaN propagates into the
- * returned value. */
+ * ones + returned value is the sum of all e_j. With ones NULL it returns
+ * the plain sum of all e_j: softmax divides by the sum and needs no split
+ * (the split costs twice the plain sum). NaN propagates into the returned
+ * value. */
 static FD_HOT double fd_exp_shift_sum_f64(const double *x, ptrdiff_t k,
                                           double m, double a, double c,
                                           int divide, double *out,
                                           double *ones) {
     double buf[FD_CHUNK];
     double rest = 0.0;
-    *ones = 0.0;
+    if (ones)
+        *ones = 0.0;
     for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {
         ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;
         const double *xs = x + j0;
@@ -291,7 +294,7 @@ static FD_HOT double fd_exp_shift_sum_f64(const double *x, ptrdiff_t k,
         else
             for (ptrdiff_t j = 0; j < len; j++)
                 e[j] = exp((xs[j] - m) * a - c);
-        rest += fd_split_sum_f64(e, len, ones);
+        rest += ones ? fd_split_sum_f64(e, len, ones) : fd_sum_f64(e, len);
     }
     return rest;
 }
@@ -359,7 +362,8 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
     int exact = fd_shift_is_float_exact(m, a, c, divide);
     FD_OPAQUE(lim);
     FD_OPAQUE(limf);
-    *ones = 0.0;
+    if (ones)
+        *ones = 0.0;
     for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {
         ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;
         const float *xs = x + j0;
@@ -372,7 +376,7 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
         else
             for (ptrdiff_t j = 0; j < len; j++)
                 e[j] = fd_expf_of_double(((double)xs[j] - m) * a - c, lim);
-        rest += fd_split_sum_f32(e, len, ones);
+        rest += ones ? fd_split_sum_f32(e, len, ones) : fd_sum_f32(e, len);
     }
     return rest;
 }
