@@ -67,6 +67,9 @@ __attribute__((simd("notinbranch"))) extern float logf(float);
  * before being summed: 4 KB of doubles, well inside L1. */
 #define FD_CHUNK 512
 
+/* Rows of a block of short rows whose maxima are kept on the stack. */
+#define FD_SHORT_ROWS 256
+
 /* ------------------------------------------------------------------------
  * Fixed-order sums and maxima with GCC vector types.
  * ---------------------------------------------------------------------- */
@@ -385,7 +388,7 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
  * Short rows. A loop over a row of fewer than 16 entries never reaches the
  * vector code, so each of its exps would run scalar (about 3 ns each). A
  * block of nr such rows, stored one after the other, is handled at once:
- * the maxima row by row, each row's shift spread over its entries, then
+ * the maxima across the rows, each row's shift spread over its entries, then
  * s and exp(s) of the whole block in one vector loop each, with the same
  * arithmetic as fd_exp_shift_sum entry for entry (so both paths give the
  * same exps). Per row r: maxima[r], tops[r] = m (* or /) a, and the split
@@ -393,20 +396,37 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
  * exp(s_j). first: T >= 1, s_j = x_j (* or /) a - top; else (x_j - m)
  * (* or /) a.
  * ---------------------------------------------------------------------- */
-#define FD_SHORT_EXPS(NAME, TX, MAX, SPLIT, EXP)                              \
+#define FD_SHORT_EXPS(NAME, TX, ONE, EXP)                                    \
     static FD_HOT void NAME(const TX *x, ptrdiff_t nr, ptrdiff_t k,          \
                             double a, int divide, int first, double *maxima, \
                             double *tops, double *ones, double *rest,        \
                             double *s, TX *e) {                              \
         ptrdiff_t nk = nr * k;                                               \
         double lim = -160.0;                                                 \
+        TX mt[FD_SHORT_ROWS];                                                \
         FD_OPAQUE(lim);                                                      \
         (void)lim;                                                           \
+        /* Maxima and sums run across the rows, column by column: one      \
+         * accumulator per row, so each row keeps its sequential order     \
+         * while the loop over rows vectorises (strided loads). Row by row,  \
+         * a call per row and a scalar loop of k cost 3x (maxima) and 1.5x \
+         * (sums) as much on a core. */                                     \
+        for (ptrdiff_t r0 = 0; r0 < nr; r0 += FD_SHORT_ROWS) {               \
+            ptrdiff_t r1 = nr - r0 < FD_SHORT_ROWS ? nr : r0 + FD_SHORT_ROWS; \
+            for (ptrdiff_t r = r0; r < r1; r++)                              \
+                mt[r - r0] = (TX)-HUGE_VAL;                                  \
+            for (ptrdiff_t j = 0; j < k; j++)                                \
+                for (ptrdiff_t r = r0; r < r1; r++) {                        \
+                    TX v = x[r * k + j], cur = mt[r - r0];                   \
+                    mt[r - r0] = v > cur ? v : cur;                          \
+                }                                                            \
+            for (ptrdiff_t r = r0; r < r1; r++)                              \
+                maxima[r] = (double)mt[r - r0];                              \
+        }                                                                    \
         for (ptrdiff_t r = 0; r < nr; r++) {                                 \
-            double m = MAX(x + r * k, k);                                    \
+            double m = maxima[r];                                            \
             double top = divide ? m / a : m * a;                             \
             double v = first ? top : m;                                      \
-            maxima[r] = m;                                                   \
             tops[r] = top;                                                   \
             for (ptrdiff_t j = 0; j < k; j++)                                \
                 s[r * k + j] = v;                                            \
@@ -427,14 +447,19 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
             e[u] = EXP;                                                      \
         for (ptrdiff_t r = 0; r < nr; r++) {                                 \
             ones[r] = 0.0;                                                   \
-            rest[r] = SPLIT(e + r * k, k, ones + r);                         \
+            rest[r] = 0.0;                                                   \
         }                                                                    \
+        for (ptrdiff_t j = 0; j < k; j++)                                    \
+            for (ptrdiff_t r = 0; r < nr; r++) {                             \
+                TX v = e[r * k + j];                                         \
+                int one = v == ONE;                                          \
+                rest[r] += one ? 0.0 : (double)v;                            \
+                ones[r] += one ? 1.0 : 0.0;                                  \
+            }                                                                \
     }
 
-FD_SHORT_EXPS(fd_short_exps_f64, double, fd_max_f64, fd_split_sum_f64,
-              exp(s[u]))
-FD_SHORT_EXPS(fd_short_exps_f32, float, fd_max_f32, fd_split_sum_f32,
-              fd_expf_of_double(s[u], lim))
+FD_SHORT_EXPS(fd_short_exps_f64, double, 1.0, exp(s[u]))
+FD_SHORT_EXPS(fd_short_exps_f32, float, 1.0f, fd_expf_of_double(s[u], lim))
 
 #undef FD_SHORT_EXPS
 
