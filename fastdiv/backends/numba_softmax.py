@@ -244,7 +244,7 @@ def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops, ones, rest):
     (LLVM's vector loop takes 16 to 64 entries at a time): each exp runs
     scalar, about 3 ns each. Here each row's shift is spread over its
     entries and s and the exps of all the rows come from one vector loop
-    each; the maxima and sums take flat indices. Same arithmetic as
+    each; the maxima and sums run across the rows. Same arithmetic as
     :func:`_exp_shifted` and :func:`_count_and_rest`, entry for entry. Row
     r0 + ii has its s_j in s[ii * k + j], exp(s_j) in e[ii * k + j], and
     the (c, r) of its exps in ones[ii] and rest[ii].
@@ -254,16 +254,21 @@ def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops, ones, rest):
     inv = 1.0 / temperature
     multiply = _multiplies(temperature, x)
     first = temperature >= 1.0
-    # Flat indices, not views of the rows: a view of a short row costs more
-    # than its maximum (its reference count is updated by both threads).
-    # (Loops across the rows, one accumulator per row, were slower still:
-    # LLVM gathers the strided entries.)
+    # The maxima and sums run across the rows, column by column through a
+    # strided view of each column (one view per column, not per row: a
+    # view of a short row costs more than its maximum), with one
+    # accumulator per row, so each row keeps its sequential order while the
+    # loop over rows vectorises: float32 maxima 0.57 -> 0.38 and sums
+    # 0.99 -> 0.75 ns per entry on a core against row-by-row loops.
     xs = x.reshape(n * k)[r0 * k : r1 * k]
+    mt = np.empty(nr, x.dtype)
+    mt[:] = -np.inf
+    for j in range(k):
+        col = xs[j::k]
+        for ii in range(nr):
+            mt[ii] = maxnum(mt[ii], col[ii])
     for ii in range(nr):
-        m = x.dtype.type(-np.inf)
-        for j in range(k):
-            m = maxnum(m, xs[ii * k + j])
-        m = np.float64(m)
+        m = np.float64(mt[ii])
         maxima[ii] = m
         top = m * inv if multiply else m / temperature
         tops[ii] = top
@@ -284,16 +289,15 @@ def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops, ones, rest):
             s[u] = (np.float64(xs[u]) - s[u]) / temperature
     for u in range(nr * k):
         e[u] = exp_like(s[u], e)
-    for ii in range(nr):
-        c = 0.0
-        r = 0.0
-        for j in range(k):
-            v = e[ii * k + j]
+    ones[:nr] = 0.0
+    rest[:nr] = 0.0
+    for j in range(k):
+        col = e[j : nr * k : k]
+        for ii in range(nr):
+            v = col[ii]
             one = v == 1.0
-            r += 0.0 if one else np.float64(v)
-            c += 1.0 if one else 0.0
-        ones[ii] = c
-        rest[ii] = r
+            rest[ii] += 0.0 if one else np.float64(v)
+            ones[ii] += 1.0 if one else 0.0
 
 
 @numba.njit(**_OPTS)
