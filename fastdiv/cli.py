@@ -580,7 +580,10 @@ def _write_neighbours_csv(path, indices, values) -> None:
 
 @cli.command()
 @click.option(
-    "--quick", is_flag=True, help="Small shapes and few repeats (well under a minute)."
+    "--quick",
+    is_flag=True,
+    help="Small shapes and few repeats (seconds, once the first run has compiled "
+    "and cached the Numba kernels, which takes a few minutes).",
 )
 @click.option(
     "--json",

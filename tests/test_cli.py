@@ -568,6 +568,26 @@ def test_softmax_of_a_dtype_fastdiv_does_not_compute_in(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["x.npy"]
 
 
+def test_csv_first_line_byte_order_mark_and_no_data(tmp_path):
+    # A first line with a number in it is data: its bad field is reported,
+    # never the line dropped as a header.
+    (tmp_path / "m.csv").write_text("1,2,x\n4,5,6\n")
+    proc = run("softmax", tmp_path / "m.csv", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "m.csv", "line 1, column 2", "'x'")
+    # A spreadsheet's byte-order mark does not turn the first row into names.
+    (tmp_path / "b.csv").write_bytes(b"\xef\xbb\xbf0.5,0.5\n0.25,0.75\n")
+    run("pairwise", tmp_path / "b.csv", "-o", tmp_path / "d.npy")
+    assert np.load(tmp_path / "d.npy").shape == (2, 2)
+    # Names only, or one line that is not comma-separated: no data rows.
+    (tmp_path / "h.csv").write_text("a,b,c\n")
+    proc = run("softmax", tmp_path / "h.csv", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "h.csv", "no data rows")
+    (tmp_path / "t.csv").write_text("1\t2\t3\n")
+    proc = run("softmax", tmp_path / "t.csv", "-o", tmp_path / "y.npy", check=False)
+    assert_bad_input(proc, "t.csv", "no data rows", "commas")
+    assert not (tmp_path / "y.npy").exists()
+
+
 def test_ragged_and_non_numeric_csv(tmp_path):
     (tmp_path / "r.csv").write_text("1,2,3\n4,5,6\n7,8\n")
     proc = run("softmax", tmp_path / "r.csv", "-o", tmp_path / "y.npy", check=False)

@@ -15,6 +15,7 @@ import csv
 import math
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -280,34 +281,51 @@ def _read_sparse(path):
     return csr
 
 
+# utf-8-sig reads plain UTF-8 too, and drops the byte-order mark that
+# spreadsheets put first (it would make the first line's number a name).
+_CSV_ENCODING = "utf-8-sig"
+
+
 def read_csv(path) -> np.ndarray:
     """A CSV file of numbers as a 2-D float64 array.
 
-    A first line that is not all numbers is taken as a header of names and
-    skipped. NumPy's fast parser reads the file; only when it fails is the
-    file read again line by line to say where and what is wrong.
+    A first line none of whose fields is a number is taken as a header of
+    names and skipped; a first line with some numbers and some other text is
+    data, so its bad field is reported rather than the line dropped. A UTF-8
+    byte-order mark (as spreadsheets write) is ignored. A file with no data
+    rows is an error. NumPy's fast parser reads the file; only when it fails
+    is the file read again line by line to say where and what is wrong.
     """
     _require_file(path)
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding=_CSV_ENCODING, errors="replace") as f:
         first = next(csv.reader(f), None)
     if first is None:
         raise InputError(path, "is empty")
-    header = not all(_is_number(field) for field in first)
+    header = bool(first) and not any(_is_number(field) for field in first)
     try:
-        arr = np.loadtxt(
-            path,
-            delimiter=",",
-            dtype=np.float64,
-            ndmin=2,
-            skiprows=int(header),
-            comments=None,
-            encoding="utf-8",
-        )
+        with warnings.catch_warnings():
+            # "input contained no data": said below, as one line of ours.
+            warnings.simplefilter("ignore", UserWarning)
+            arr = np.loadtxt(
+                path,
+                delimiter=",",
+                dtype=np.float64,
+                ndmin=2,
+                skiprows=int(header),
+                comments=None,
+                encoding=_CSV_ENCODING,
+            )
     except (ValueError, UnicodeDecodeError) as exc:
         _diagnose_csv(path, header)
         raise InputError(path, f"cannot be read as numbers ({exc})") from None
-    if arr.size == 0 and header:
-        arr = np.empty((0, len(first)))
+    if arr.shape[0] == 0:
+        line = ",".join(first)
+        hint = (
+            "; fields are separated by commas (this line holds a tab or ';')"
+            if "\t" in line or ";" in line
+            else ""
+        )
+        raise InputError(path, f"has no data rows, only the line {line!r}{hint}")
     return arr
 
 
@@ -322,7 +340,7 @@ def _is_number(field: str) -> bool:
 def _diagnose_csv(path, header: bool) -> None:
     """Raise InputError at the first ragged row or field that is no number."""
     width = None
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding=_CSV_ENCODING, errors="replace") as f:
         for line, fields in enumerate(csv.reader(f), start=1):
             if header and line == 1:
                 width = len(fields)
