@@ -318,6 +318,24 @@ def _is_sparse(x) -> bool:
     return sp.issparse(x)
 
 
+def _width(x) -> int | None:
+    """The number of columns of a 2-D input, or None if it is not known
+    without converting it (the conversion then says what is wrong)."""
+    try:
+        shape = x.shape if hasattr(x, "shape") else np.shape(x)
+    except ValueError:  # ragged nested lists
+        return None
+    return shape[1] if len(shape) == 2 else None
+
+
+def _check_widths(kp, kq) -> None:
+    if kp is not None and kq is not None and kp != kq:
+        raise ValueError(
+            f"P has {kp} categories (columns) but Q has {kq}; both must have "
+            "the same number"
+        )
+
+
 class _Operands:
     """P and Q checked, converted and ready for the kernels of one metric."""
 
@@ -328,13 +346,12 @@ class _Operands:
         sparse = _is_sparse(P) or (Q is not None and _is_sparse(Q))
         self.sparse = sparse
         prep = _prepare_sparse if sparse else _prepare_dense
+        if Q is not None:
+            # Before the row checks, whose errors would hide this one.
+            _check_widths(_width(P), _width(Q))
         A = prep(P, "P", normalize, check, backend)
         B = A if Q is None else prep(Q, "Q", normalize, check, backend)
-        if A.shape[1] != B.shape[1]:
-            raise ValueError(
-                f"P has {A.shape[1]} categories (columns) but Q has "
-                f"{B.shape[1]}; both must have the same number"
-            )
+        _check_widths(A.shape[1], B.shape[1])
         self.dtype = np.result_type(A.dtype, B.dtype)
         self.A = _astype(A, self.dtype)
         self.B = self.A if Q is None else _astype(B, self.dtype)

@@ -277,6 +277,13 @@ def test_bad_input_errors(rng):
         fd.pairwise(P, metric="euclidean")
     with pytest.raises(ValueError, match="categories"):
         fd.pairwise(P, _dists(rng, 4, 5))
+    # The widths are compared before the rows are checked: a cut-off Q is
+    # reported as such, not as rows that do not sum to 1.
+    for Q in (P[:, :2], P[:, :2].tolist(), sp.csr_matrix(P[:, :2])):
+        with pytest.raises(ValueError, match="P has 3 categories .* Q has 2"):
+            fd.pairwise(P, Q)
+        with pytest.raises(ValueError, match="P has 3 categories .* Q has 2"):
+            fd.nearest(P, Q, k=1)
     bad = P.copy()
     bad[2, 1] = -0.1
     with pytest.raises(ValueError, match="Q row 2"):
