@@ -515,6 +515,20 @@ def test_float32_checks_in_the_term_loop(backend, name, k):
             call(name, bad_p, bad_q, backend=backend)
 
 
+def test_kl_of_nearly_equal_rows_is_never_negative(backend):
+    # Rounding leaves some of these sums a few ulp below 0; checked (or
+    # normalised) distributions get 0 there, unchecked input keeps its sign.
+    rng = np.random.default_rng(11)
+    p = normalized(rng.random((2000, 50)))
+    q = normalized(p * (1 + 1e-9 * rng.standard_normal(p.shape)))
+    raw = fd.kl_div(p, q, check=False, backend=backend)
+    assert raw.min() < 0  # the case this test is about
+    checked = fd.kl_div(p, q, backend=backend)
+    assert checked.min() >= 0
+    np.testing.assert_array_equal(checked, np.maximum(raw, 0.0))
+    assert fd.kl_div(p, q, normalize=True, backend=backend).min() >= 0
+
+
 def test_normalize_of_a_zero_row_is_an_error():
     with pytest.raises(ValueError, match="p row 1 sums to 0"):
         fd.entropy(np.array([[1.0, 1.0], [0.0, 0.0]]), normalize=True)
