@@ -25,7 +25,13 @@ import click
 import numpy as np
 
 import fastdiv
-from fastdiv._cli.errors import InputError
+from fastdiv._cli.errors import (
+    InputError,
+    Terminated,
+    clear_termination,
+    request_termination,
+    termination_requested,
+)
 from fastdiv._cli.readers import read_array, read_npy_header, split_key
 from fastdiv._cli.resources import check_fits
 from fastdiv._cli.writers import (
@@ -50,12 +56,8 @@ METRICS = ("js", "js_distance", "kl", "cross_entropy")
 _NEAREST_HINT = "use `fastdiv nearest` to keep only the k nearest rows of each row"
 
 
-class _Terminated(BaseException):
-    """Raised in the main thread when SIGTERM arrives, so cleanup runs."""
-
-
 def _on_sigterm(signum, frame):
-    raise _Terminated()
+    request_termination()
 
 
 def _options(fn):
@@ -805,9 +807,12 @@ def demo_distill(epochs, seeds, quick, plot_path, force, backend, threads):
 
 def main(argv=None) -> int:
     """Run the command; return its exit code (the console script's)."""
+    clear_termination()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=argv, prog_name="fastdiv", standalone_mode=False)
+        if termination_requested():  # its exception was lost on the way
+            raise Terminated()
         return 0
     except InputError as exc:
         msg = " ".join(str(exc).split())
@@ -819,7 +824,7 @@ def main(argv=None) -> int:
     except click.exceptions.Abort:  # Ctrl-C; click turns it into Abort
         click.echo("fastdiv: interrupted; no output was written", err=True)
         return 130
-    except _Terminated:
+    except Terminated:
         click.echo("fastdiv: terminated; no output was written", err=True)
         return 143
     except click.exceptions.Exit as exc:

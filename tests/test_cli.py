@@ -485,6 +485,30 @@ def test_write_errors_of_the_output_file_system_name_the_output(tmp_path, monkey
     assert os.listdir(tmp_path) == []
 
 
+def test_a_lost_sigterm_still_stops_the_output(tmp_path):
+    # SIGTERM's exception can be swallowed (raised inside a ctypes callback
+    # while Numba compiles): the flag it left still keeps the output from
+    # being renamed into place, and the command from exiting 0.
+    from fastdiv import cli
+    from fastdiv._cli import errors
+    from fastdiv._cli.writers import atomic_output
+
+    try:
+        with pytest.raises(errors.Terminated):
+            with atomic_output(tmp_path / "y.npy") as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(b"partial")
+                try:
+                    errors.request_termination()
+                except errors.Terminated:
+                    pass  # what the callback did with it
+        assert os.listdir(tmp_path) == []
+        code = cli.main(["info"])  # main clears the flag: a normal run
+        assert code == 0
+    finally:
+        errors.clear_termination()
+
+
 # --------------------------------------------------------------------------
 # bad input: one line, exit code 2
 # --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The one exception the command turns into a one-line message and exit 2."""
+"""The exceptions the command turns into a one-line message and an exit code:
+InputError (exit 2) and Terminated (SIGTERM, exit 143)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,28 @@ class InputError(Exception):
         if self.path is None:
             return self.message
         return f"{self.path}: {self.message}"
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM arrives, so cleanup runs."""
+
+
+# Set by the SIGTERM handler. The exception it raises can be lost: raised
+# while Numba compiles, inside one of llvmlite's ctypes callbacks, it is
+# printed as "Exception ignored" and the command went on to write its
+# output. atomic_output and the entry point look at the flag as well.
+_termination = {"requested": False}
+
+
+def request_termination() -> None:
+    """Note that SIGTERM arrived and raise Terminated."""
+    _termination["requested"] = True
+    raise Terminated()
+
+
+def termination_requested() -> bool:
+    return _termination["requested"]
+
+
+def clear_termination() -> None:
+    _termination["requested"] = False

@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from fastdiv._cli.errors import InputError
+from fastdiv._cli.errors import InputError, Terminated, termination_requested
 from fastdiv._cli.readers import file_format, split_key
 
 
@@ -87,6 +87,10 @@ def atomic_output(out):
         if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
             raise _unwritable(shown, exc) from None
         raise
+    if termination_requested():
+        # SIGTERM came while the body ran, and its exception was lost.
+        _discard(tmp)
+        raise Terminated()
     try:
         # mkstemp makes the file private (0600); give it the permissions a
         # plain open() would have.
