@@ -252,7 +252,7 @@ def validate_row_stats(
         if np.all((np.abs(sums - 1.0) <= tolerance) & (negatives == 0)):
             return
     _reject_bad_entries(rows, name, sums, negatives, batch_shape)
-    reject_bad_sums(name, sums, rows.dtype, rows.shape[1], batch_shape)
+    reject_bad_sums(name, sums, rows.dtype, k, batch_shape)
 
 
 def _reject_bad_entries(rows, name, sums, negatives, batch_shape) -> None:

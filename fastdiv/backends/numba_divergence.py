@@ -55,22 +55,23 @@ _HUGE = np.finfo(np.float64).max
 # --------------------------------------------------------------------------
 @njit(**_INLINE)
 def _lane_sum(buf, m):
-    """sum(buf[:m]) in eight fixed lanes, then the tail in order."""
+    """sum(buf[:m]) in float64 in eight fixed lanes, then the tail in order
+    (float32 entries are widened first)."""
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
     j = 0
     while j + 8 <= m:
-        a0 += buf[j]
-        a1 += buf[j + 1]
-        a2 += buf[j + 2]
-        a3 += buf[j + 3]
-        a4 += buf[j + 4]
-        a5 += buf[j + 5]
-        a6 += buf[j + 6]
-        a7 += buf[j + 7]
+        a0 += float64(buf[j])
+        a1 += float64(buf[j + 1])
+        a2 += float64(buf[j + 2])
+        a3 += float64(buf[j + 3])
+        a4 += float64(buf[j + 4])
+        a5 += float64(buf[j + 5])
+        a6 += float64(buf[j + 6])
+        a7 += float64(buf[j + 7])
         j += 8
     s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
     while j < m:
-        s += buf[j]
+        s += float64(buf[j])
         j += 1
     return s
 
@@ -209,22 +210,7 @@ _CHECK = [
 def _check_row(row):
     """(sum, number of negative entries) of one row, the sum in float64."""
     k = row.shape[0]
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    j = 0
-    while j + 8 <= k:
-        a0 += float64(row[j])
-        a1 += float64(row[j + 1])
-        a2 += float64(row[j + 2])
-        a3 += float64(row[j + 3])
-        a4 += float64(row[j + 4])
-        a5 += float64(row[j + 5])
-        a6 += float64(row[j + 6])
-        a7 += float64(row[j + 7])
-        j += 8
-    s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-    while j < k:
-        s += float64(row[j])
-        j += 1
+    s = _lane_sum(row, k)
     # A separate counting loop: an integer sum of comparisons, which
     # vectorises on its own; the row is still in cache.
     neg = 0
@@ -292,28 +278,31 @@ def _divergence_rows(kind, check, p, q, out, p_sums, p_negatives, q_sums, q_nega
                 out[i] = _js_row(p[i * sp], q[i * sq], buf)
 
 
+@njit(**_INLINE)
+def _unchecked_rows(kind, p, q, out):
+    """_divergence_rows without the checks (empty statistics arrays)."""
+    none, no_counts = np.empty(0), np.empty(0, np.int64)
+    _divergence_rows(kind, False, p, q, out, none, no_counts, none, no_counts)
+
+
 @njit(_ONE_INPUT, **_KERNEL)
 def entropy_rows(p, out):
-    none, no_counts = np.empty(0), np.empty(0, np.int64)
-    _divergence_rows(_ENTROPY, False, p, p, out, none, no_counts, none, no_counts)
+    _unchecked_rows(_ENTROPY, p, p, out)
 
 
 @njit(_TWO_INPUTS, **_KERNEL)
 def cross_entropy_rows(p, q, out):
-    none, no_counts = np.empty(0), np.empty(0, np.int64)
-    _divergence_rows(_CROSS_ENTROPY, False, p, q, out, none, no_counts, none, no_counts)
+    _unchecked_rows(_CROSS_ENTROPY, p, q, out)
 
 
 @njit(_TWO_INPUTS, **_KERNEL)
 def kl_rows(p, q, out):
-    none, no_counts = np.empty(0), np.empty(0, np.int64)
-    _divergence_rows(_KL, False, p, q, out, none, no_counts, none, no_counts)
+    _unchecked_rows(_KL, p, q, out)
 
 
 @njit(_TWO_INPUTS, **_KERNEL)
 def js_rows(p, q, out):
-    none, no_counts = np.empty(0), np.empty(0, np.int64)
-    _divergence_rows(_JS, False, p, q, out, none, no_counts, none, no_counts)
+    _unchecked_rows(_JS, p, q, out)
 
 
 @njit(_ONE_CHECKED, **_KERNEL)

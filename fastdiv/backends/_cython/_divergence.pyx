@@ -69,25 +69,33 @@ cdef double _kl_careful(const real *p, const real *q, Py_ssize_t k) noexcept nog
     return total
 
 
-cdef inline double _kl(const real *p, const real *q, Py_ssize_t k) noexcept nogil:
-    cdef double total
-    if real is float:
-        total = fd_rel_entr_sum_f32(p, q, k)
-    else:
-        total = fd_rel_entr_sum_f64(p, q, k)
+cdef inline double _kl_from(double total, const real *p, const real *q,
+                            Py_ssize_t k) noexcept nogil:
+    """KL from the fast sum of its terms: kept where finite, redone else."""
     if isfinite(total):
         return total
     return _kl_careful(p, q, k)
 
 
-cdef inline double _js(const real *p, const real *q, Py_ssize_t k) noexcept nogil:
-    cdef double total
-    if real is float:
-        total = 0.5 * fd_js_sum_f32(p, q, k)
-    else:
-        total = 0.5 * fd_js_sum_f64(p, q, k)
+cdef inline double _js_from(double twice) noexcept nogil:
+    """JS from the sum of fd_js_term (twice JS)."""
+    cdef double total = 0.5 * twice
     # Clamp a rounding below 0; NaN fails the test and stays NaN.
     return 0.0 if total < 0.0 else total
+
+
+cdef inline double _kl(const real *p, const real *q, Py_ssize_t k) noexcept nogil:
+    if real is float:
+        return _kl_from(fd_rel_entr_sum_f32(p, q, k), p, q, k)
+    else:
+        return _kl_from(fd_rel_entr_sum_f64(p, q, k), p, q, k)
+
+
+cdef inline double _js(const real *p, const real *q, Py_ssize_t k) noexcept nogil:
+    if real is float:
+        return _js_from(fd_js_sum_f32(p, q, k))
+    else:
+        return _js_from(fd_js_sum_f64(p, q, k))
 
 
 def entropy_rows(const real[:, ::1] p, double[::1] out):
@@ -164,12 +172,10 @@ cdef double _two_input_term_checked_f32(int kind, const float *p,
     if kind == _CROSS_ENTROPY:
         total = 0.0 - fd_xlogy_sum_checked_f32(p, q, k, stats, negatives)
     elif kind == _KL:
-        total = fd_rel_entr_sum_checked_f32(p, q, k, stats, negatives)
-        if not isfinite(total):
-            total = _kl_careful(p, q, k)
+        total = _kl_from(fd_rel_entr_sum_checked_f32(p, q, k, stats, negatives),
+                         p, q, k)
     else:
-        total = 0.5 * fd_js_sum_checked_f32(p, q, k, stats, negatives)
-        total = 0.0 if total < 0.0 else total
+        total = _js_from(fd_js_sum_checked_f32(p, q, k, stats, negatives))
     p_sum[0] = stats[0]
     q_sum[0] = stats[1]
     p_neg[0] = negatives[0]

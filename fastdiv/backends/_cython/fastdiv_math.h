@@ -567,19 +567,23 @@ FD_CHECK_ROW(fd_check_row_f32, float, fd_sum_f32)
  * order.
  * ---------------------------------------------------------------------- */
 
-/* TERM may use p, q and the logs lp = log(LP), lq = log(LQ); both logs
- * are computed unconditionally (a select afterwards, never a branch
- * around a call) so that the loop vectorises. */
-#define FD_TERM_SUM(NAME, TX, LP, LQ, TERM)                                  \
+/* One sum of terms in double over two rows x, y of TX. Per entry, xf and
+ * yf are the entries, p and q the same widened to double, and lq = LOGQ a
+ * logarithm, computed unconditionally (a select afterwards, never a
+ * branch around a call) so that the loop vectorises; TERM may use them
+ * all. The terms of a chunk go through buf and fd_sum_f64. */
+#define FD_TERM_SUM(NAME, TX, LOGQ, TERM)                                    \
     static FD_HOT double NAME(const TX *x, const TX *y, ptrdiff_t n) {       \
         double buf[FD_CHUNK];                                                \
         double total = 0.0;                                                  \
         for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {                     \
             ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
             for (ptrdiff_t j = 0; j < len; j++) {                            \
-                double p = (double)x[j0 + j], q = (double)y[j0 + j];         \
-                double lp = log(LP), lq = log(LQ);                           \
-                (void)lp;                                                    \
+                TX xf = x[j0 + j], yf = y[j0 + j];                           \
+                double p = (double)xf, q = (double)yf;                       \
+                double lq = LOGQ;                                            \
+                (void)yf;                                                    \
+                (void)q;                                                     \
                 (void)lq;                                                    \
                 buf[j] = TERM;                                               \
             }                                                                \
@@ -590,35 +594,20 @@ FD_CHECK_ROW(fd_check_row_f32, float, fd_sum_f32)
 
 /* sum_j x_j log y_j, 0 where x_j == 0 (entropy: -fd_xlogy_sum(p, p);
  * cross-entropy: -fd_xlogy_sum(p, q)). */
-FD_TERM_SUM(fd_xlogy_sum_f64, double, 1.0, q, p == 0.0 ? 0.0 : p * lq)
+FD_TERM_SUM(fd_xlogy_sum_f64, double, log(q), p == 0.0 ? 0.0 : p * lq)
 
 /* The float32 twin takes log y_j in float (logf, 16 lanes where log has
  * 8: 2.3x faster on a core). The exception to widening above: the terms
  * of entropy and cross-entropy all have one sign (log y <= 0 for y <= 1),
  * so the sum keeps each term's relative error of an ulp of float; nothing
  * cancels. */
-static FD_HOT double fd_xlogy_sum_f32(const float *x, const float *y,
-                                      ptrdiff_t n) {
-    double buf[FD_CHUNK];
-    double total = 0.0;
-    for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {
-        ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;
-        for (ptrdiff_t j = 0; j < len; j++) {
-            double p = (double)x[j0 + j];
-            double lq = (double)logf(y[j0 + j]);
-            buf[j] = p == 0.0 ? 0.0 : p * lq;
-        }
-        total += fd_sum_f64(buf, len);
-    }
-    return total;
-}
+FD_TERM_SUM(fd_xlogy_sum_f32, float, (double)logf(yf),
+            p == 0.0 ? 0.0 : p * lq)
 
 /* sum_j p_j log(p_j / q_j), 0 where p_j == 0, +inf where p_j > 0 = q_j:
  * KL(p || q). Called with x = p, y = q. */
-FD_TERM_SUM(fd_rel_entr_sum_f64, double, 1.0, p / q, p == 0.0 ? 0.0 : p * lq)
-FD_TERM_SUM(fd_rel_entr_sum_f32, float, 1.0, p / q, p == 0.0 ? 0.0 : p * lq)
-
-#undef FD_TERM_SUM
+FD_TERM_SUM(fd_rel_entr_sum_f64, double, log(p / q), p == 0.0 ? 0.0 : p * lq)
+FD_TERM_SUM(fd_rel_entr_sum_f32, float, log(p / q), p == 0.0 ? 0.0 : p * lq)
 
 /* One entry of twice JS(p, q): p log(2p / s) + q log(2q / s), s = p + q.
  *
@@ -646,25 +635,12 @@ static inline double fd_js_term(double p, double q) {
     return fabs(d) <= FD_JS_NEAR ? (0.5 * s) * (z * series) : t_log;
 }
 
-#define FD_JS_SUM(NAME, TX)                                                  \
-    static FD_HOT double NAME(const TX *x, const TX *y, ptrdiff_t n) {       \
-        double buf[FD_CHUNK];                                                \
-        double total = 0.0;                                                  \
-        for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {                     \
-            ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
-            for (ptrdiff_t j = 0; j < len; j++)                              \
-                buf[j] = fd_js_term((double)x[j0 + j], (double)y[j0 + j]);   \
-            total += fd_sum_f64(buf, len);                                   \
-        }                                                                    \
-        return total;                                                        \
-    }
-
 /* Twice JS(p, q), the sum of fd_js_term; not clamped at 0 (the caller
  * does). */
-FD_JS_SUM(fd_js_sum_f64, double)
-FD_JS_SUM(fd_js_sum_f32, float)
+FD_TERM_SUM(fd_js_sum_f64, double, 0.0, fd_js_term(p, q))
+FD_TERM_SUM(fd_js_sum_f32, float, 0.0, fd_js_term(p, q))
 
-#undef FD_JS_SUM
+#undef FD_TERM_SUM
 
 /* ------------------------------------------------------------------------
  * float32 divergence sums with the probability checks of both rows in the
@@ -674,10 +650,9 @@ FD_JS_SUM(fd_js_sum_f32, float)
  * per entry and row on a core here). Each chunk's widened entries are
  * summed by fd_sum_f64: for rows of up to FD_CHUNK entries in the order of
  * fd_sum_f32 over the row, beyond it chunk by chunk. stats gets the sums
- * of x and y, negatives the counts of their entries < 0. The terms are
- * those of the unchecked sums, bit for bit: lq = LOGQ is computed for
- * every entry (a select afterwards, as in FD_TERM_SUM) and TERM may use
- * p, q, lq and the floats xf, yf.
+ * of x and y, negatives the counts of their entries < 0. LOGQ and TERM
+ * are those of FD_TERM_SUM, so the terms are the unchecked sums', bit for
+ * bit.
  * ---------------------------------------------------------------------- */
 #define FD_CHECKED_SUM_F32(NAME, LOGQ, TERM)                                 \
     static FD_HOT double NAME(const float *x, const float *y, ptrdiff_t n,   \
