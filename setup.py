@@ -97,7 +97,10 @@ def extensions() -> list[Extension]:
         link_args.append("-fopenmp")
     extra = os.environ.get("FASTDIV_CFLAGS", "").split()
     here = os.path.dirname(os.path.abspath(__file__))
-    header = os.path.join("fastdiv", "backends", "_cython", "fastdiv_math.h")
+    headers = [
+        os.path.join("fastdiv", "backends", "_cython", name)
+        for name in ("fastdiv_math.h", "fastdiv_log8.h")
+    ]
     sources = sorted(glob(os.path.join("fastdiv", "backends", "_cython", "*.pyx")))
     # FASTDIV_BUILD_ONLY=_softmax,_omp builds only those modules (development).
     only = os.environ.get("FASTDIV_BUILD_ONLY")
@@ -113,7 +116,7 @@ def extensions() -> list[Extension]:
                 os.path.join(here, "fastdiv", "backends", "_cython"),
             ],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-            depends=[header],
+            depends=headers,
             extra_compile_args=compile_args + extra,
             extra_link_args=link_args + (["-lm"] if shutil.which("gcc") else []),
         )

@@ -31,6 +31,7 @@ ctypedef fused floating:
 cdef extern from *:
     """
     #include "fastdiv_math.h"
+    #include "fastdiv_log8.h"
     #define FDP_LN2 0.69314718055994530942
 
     /* acc_j += p (lp - log(p + q_j)) + q_j (lq_j - log(p + q_j)), and
@@ -49,6 +50,57 @@ cdef extern from *:
             double ne = (double)(qj != p);
             acc[j] += p * ((lp - ls) * ne) + qj * ((lq[j] - ls) * ne);
         }
+    }
+
+#if FDP_LOG8
+    /* The loop above with the inline AVX-512 log of fastdiv_log8.h; n is a
+     * multiple of 8 and the buffers are 64-byte aligned. Zeroing both
+     * differences where q == p gives what the multiplication by 0.0 gives
+     * above, inf * 0 = NaN included. */
+    FDP_T512 static void fdp_js_accumulate8(double p, double lp, const double *q,
+                                            const double *lq, ptrdiff_t n,
+                                            double *acc) {
+        fdp_log8_tables t = fdp_log8_load();
+        __m512d vp = _mm512_set1_pd(p), vlp = _mm512_set1_pd(lp);
+        for (ptrdiff_t j = 0; j < n; j += 8) {
+            __m512d qj = _mm512_load_pd(q + j);
+            __m512d ls = fdp_log8(_mm512_add_pd(vp, qj), &t);
+            __mmask8 ne = _mm512_cmp_pd_mask(qj, vp, _CMP_NEQ_UQ);
+            __m512d dp = _mm512_maskz_sub_pd(ne, vlp, ls);
+            __m512d dq = _mm512_maskz_sub_pd(ne, _mm512_load_pd(lq + j), ls);
+            __m512d term = _mm512_fmadd_pd(qj, dq, _mm512_mul_pd(vp, dp));
+            _mm512_store_pd(acc + j, _mm512_add_pd(_mm512_load_pd(acc + j), term));
+        }
+    }
+#endif
+
+    /* Set once at import: whether fdp_js_accumulate8 runs on this CPU. */
+    static int fdp_use_log8 = 0;
+
+    static void fdp_init(void) { fdp_use_log8 = FDP_LOG8 && fdp_log8_usable(); }
+
+    static inline void fdp_js_row(double p, double lp, const double *q,
+                                  const double *lq, ptrdiff_t n, double *acc) {
+#if FDP_LOG8
+        if (fdp_use_log8) {
+            fdp_js_accumulate8(p, lp, q, lq, n, acc);
+            return;
+        }
+#endif
+        fdp_js_accumulate(p, lp, q, lq, n, acc);
+    }
+
+    /* log of a whole array by the log the kernel uses (n a multiple of 8),
+     * for the accuracy tests. */
+    static void fdp_kernel_log(const double *x, ptrdiff_t n, double *out) {
+#if FDP_LOG8
+        if (fdp_use_log8) {
+            fdp_log8_array(x, n, out);
+            return;
+        }
+#endif
+        for (ptrdiff_t j = 0; j < n; j++)
+            out[j] = log(x[j]);
     }
 
     /* p == 0: only the q-term, q log(2q / q) = q log 2. */
@@ -78,8 +130,11 @@ cdef extern from *:
     }
     """
     double FDP_LN2
-    void fdp_js_accumulate(double p, double lp, const double *q,
-                           const double *lq, Py_ssize_t n, double *acc) nogil
+    int fdp_use_log8
+    void fdp_init() nogil
+    void fdp_js_row(double p, double lp, const double *q,
+                    const double *lq, Py_ssize_t n, double *acc) nogil
+    void fdp_kernel_log(const double *x, Py_ssize_t n, double *out) nogil
     void fdp_js_accumulate_p0(const double *q, Py_ssize_t n, double *acc) nogil
     void fdp_log2x(const double *q, Py_ssize_t n, double *lq) nogil
     double fdp_js_term(double p, double q) nogil
@@ -165,8 +220,8 @@ cdef int _js_tile(
                     if p == 0.0:
                         fdp_js_accumulate_p0(qb + (c - c0) * w, jpad, a)
                     else:
-                        fdp_js_accumulate(p, log(2.0 * p), qb + (c - c0) * w,
-                                          lb + (c - c0) * w, jpad, a)
+                        fdp_js_row(p, log(2.0 * p), qb + (c - c0) * w,
+                                   lb + (c - c0) * w, jpad, a)
             c0 = c1
         for ii in range(tp):
             i = i0 + ii
@@ -216,6 +271,27 @@ def js_pairwise(
             failed += 1
     if failed:
         raise MemoryError("js_pairwise: cannot allocate its tile buffers")
+
+
+fdp_init()
+
+# Whether the dense kernel's log is the AVX-512 one of fastdiv_log8.h.
+LOG8 = bool(fdp_use_log8)
+
+
+def kernel_log(const double[::1] x, double[::1] out):
+    """out = log(x) by the log of the dense JS kernel (for its tests).
+
+    That is fastdiv_log8.h's on a CPU with AVX-512F, libm's otherwise. The
+    length must be a multiple of 8, as the kernel's padded tile rows are.
+    """
+    if x.shape[0] != out.shape[0] or x.shape[0] % LANES:
+        raise ValueError(
+            "kernel_log: x and out need one length, a multiple of "
+            f"{LANES}; got {x.shape[0]} and {out.shape[0]}"
+        )
+    if x.shape[0]:
+        fdp_kernel_log(&x[0], x.shape[0], &out[0])
 
 
 @cython.boundscheck(False)
