@@ -441,3 +441,26 @@ def test_base_too_large_for_a_float_is_a_value_error(rng):
     # float(10**400) overflows; a base that large is refused like inf.
     with pytest.raises(ValueError, match="base must be finite"):
         fd.pairwise(_dists(rng, 3, 2), base=10**400)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_of_no_categories_give_zeros(metric, dtype):
+    # Empty distributions: every divergence is an empty sum, 0 (the row-wise
+    # functions agree), and a +0.0 at that.
+    P, Q = np.empty((2, 0), dtype), np.empty((3, 0), dtype)
+    for Qx, shape in ((Q, (2, 3)), (None, (2, 2))):
+        res = fd.pairwise(P, Qx, metric=metric)
+        assert res.shape == shape and res.dtype == dtype
+        assert not np.signbit(res).any() and not res.any()
+
+
+@pytest.mark.parametrize("metric", ["kl", "cross_entropy"])
+def test_kl_and_ce_give_plus_zero_where_exact(metric):
+    # One-hot against q = 1 in that category: no term is non-zero, the result
+    # is +0.0 along both paths (the row term added to the product or in it).
+    for reps in (1, 4):  # m <= k, then m > k: the two paths
+        P = np.tile(np.eye(3), (reps, 1))
+        res = fd.pairwise(P, P.copy(), metric=metric)
+        np.testing.assert_array_equal(np.diag(res), 0.0)
+        assert not np.signbit(np.diag(res)).any()
