@@ -34,7 +34,6 @@ ctypedef fused floating:
 cdef extern from *:
     """
     #include "fastdiv_math.h"
-    #include "fastdiv_log8.h"
     #define FDP_LN2 0.69314718055994530942
 
     /* acc_j += p (lp - log(p + q_j)) + q_j (lq_j - log(p + q_j)), and
@@ -55,19 +54,19 @@ cdef extern from *:
         }
     }
 
-#if FDP_LOG8
+#if FD_LOG8
     /* The loop above with the inline AVX-512 log of fastdiv_log8.h; n is a
      * multiple of 8 and the buffers are 64-byte aligned. Zeroing both
      * differences where q == p gives what the multiplication by 0.0 gives
      * above, inf * 0 = NaN included. */
-    FDP_T512 static void fdp_js_accumulate8(double p, double lp, const double *q,
-                                            const double *lq, ptrdiff_t n,
-                                            double *acc) {
-        fdp_log8_tables t = fdp_log8_load();
+    FD_T512 static void fdp_js_accumulate8(double p, double lp, const double *q,
+                                           const double *lq, ptrdiff_t n,
+                                           double *acc) {
+        fd_log8_tables t = fd_log8_load();
         __m512d vp = _mm512_set1_pd(p), vlp = _mm512_set1_pd(lp);
         for (ptrdiff_t j = 0; j < n; j += 8) {
             __m512d qj = _mm512_load_pd(q + j);
-            __m512d ls = fdp_log8(_mm512_add_pd(vp, qj), &t);
+            __m512d ls = fd_log8(_mm512_add_pd(vp, qj), &t);
             __mmask8 ne = _mm512_cmp_pd_mask(qj, vp, _CMP_NEQ_UQ);
             __m512d dp = _mm512_maskz_sub_pd(ne, vlp, ls);
             __m512d dq = _mm512_maskz_sub_pd(ne, _mm512_load_pd(lq + j), ls);
@@ -77,15 +76,10 @@ cdef extern from *:
     }
 #endif
 
-    /* Set once at import: whether fdp_js_accumulate8 runs on this CPU. */
-    static int fdp_use_log8 = 0;
-
-    static void fdp_init(void) { fdp_use_log8 = FDP_LOG8 && fdp_log8_usable(); }
-
     static inline void fdp_js_row(double p, double lp, const double *q,
                                   const double *lq, ptrdiff_t n, double *acc) {
-#if FDP_LOG8
-        if (fdp_use_log8) {
+#if FD_LOG8
+        if (fd_use_log8) {
             fdp_js_accumulate8(p, lp, q, lq, n, acc);
             return;
         }
@@ -93,12 +87,11 @@ cdef extern from *:
         fdp_js_accumulate(p, lp, q, lq, n, acc);
     }
 
-    /* log of a whole array by the log the kernel uses (n a multiple of 8),
-     * for the accuracy tests. */
+    /* log of a whole array by the log the kernel uses, for the tests. */
     static void fdp_kernel_log(const double *x, ptrdiff_t n, double *out) {
-#if FDP_LOG8
-        if (fdp_use_log8) {
-            fdp_log8_array(x, n, out);
+#if FD_LOG8
+        if (fd_use_log8) {
+            fd_log8_array(x, n, out);
             return;
         }
 #endif
@@ -133,8 +126,8 @@ cdef extern from *:
     }
     """
     double FDP_LN2
-    int fdp_use_log8
-    void fdp_init() nogil
+    int fd_use_log8
+    void fd_log8_init() nogil
     void fdp_js_row(double p, double lp, const double *q,
                     const double *lq, Py_ssize_t n, double *acc) nogil
     void fdp_kernel_log(const double *x, Py_ssize_t n, double *out) nogil
@@ -276,22 +269,21 @@ def js_pairwise(
         raise MemoryError("js_pairwise: cannot allocate its tile buffers")
 
 
-fdp_init()
+fd_log8_init()
 
 # Whether the dense kernel's log is the AVX-512 one of fastdiv_log8.h.
-LOG8 = bool(fdp_use_log8)
+LOG8 = bool(fd_use_log8)
 
 
 def kernel_log(const double[::1] x, double[::1] out):
     """out = log(x) by the log of the dense JS kernel (for its tests).
 
-    That is fastdiv_log8.h's on a CPU with AVX-512F, libm's otherwise. The
-    length must be a multiple of 8, as the kernel's padded tile rows are.
+    That is fastdiv_log8.h's on a CPU with AVX-512F, libm's otherwise.
     """
-    if x.shape[0] != out.shape[0] or x.shape[0] % LANES:
+    if x.shape[0] != out.shape[0]:
         raise ValueError(
-            "kernel_log: x and out need one length, a multiple of "
-            f"{LANES}; got {x.shape[0]} and {out.shape[0]}"
+            f"kernel_log: x and out differ in length ({x.shape[0]} and "
+            f"{out.shape[0]})"
         )
     if x.shape[0]:
         fdp_kernel_log(&x[0], x.shape[0], &out[0])

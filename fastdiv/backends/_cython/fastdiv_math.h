@@ -43,6 +43,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "fastdiv_log8.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&     \
     defined(__GLIBC__) &&                                                    \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 22))
