@@ -27,6 +27,8 @@ from fastdiv.backends._cython._math cimport (
     fd_rel_entr_sum_f64,
     fd_xlogy_sum_checked_f32,
     fd_xlogy_sum_f32,
+    fd_log8_init,
+    fd_use_log8,
     fd_xlogy_sum_f64,
 )
 
@@ -36,6 +38,12 @@ ctypedef fused real:
 
 cdef double _TINY = 2.2250738585072014e-308
 cdef double _HUGE = 1.7976931348623157e308
+
+# The term sums take the inline AVX-512 log where the CPU has AVX-512F.
+fd_log8_init()
+
+# Whether they do (fastdiv info and the tests read it).
+LOG8 = bool(fd_use_log8)
 
 
 cdef inline double _xlogy(const real *x, const real *y, Py_ssize_t k) noexcept nogil:

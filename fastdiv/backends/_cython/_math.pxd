@@ -16,6 +16,12 @@ cdef extern from "fastdiv_math.h" nogil:
     # 1 when the header's vector path (GCC, x86-64, glibc libmvec) is on.
     const int FD_LIBMVEC
 
+    # fastdiv_log8.h: fd_log8_init() sets fd_use_log8 where the CPU has
+    # AVX-512F; the divergence term sums then use its inline log. Each
+    # module that calls those sums runs fd_log8_init() at import.
+    int fd_use_log8
+    void fd_log8_init()
+
     # Largest entry, skipping NaN; -inf for an empty or all-NaN/-inf row.
     double fd_max_f64(const double *x, Py_ssize_t n)
     double fd_max_f32(const float *x, Py_ssize_t n)

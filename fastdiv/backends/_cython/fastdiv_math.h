@@ -569,17 +569,111 @@ FD_CHECK_ROW(fd_check_row_f32, float, fd_sum_f32)
  * order.
  * ---------------------------------------------------------------------- */
 
+/* The terms eight at a time with fd_log8 (fastdiv_log8.h), on a CPU with
+ * AVX-512F. Each lane computes what the scalar TERM below computes, with
+ * fd_log8's log (within 2 ulp) for libmvec's (within 4): weights of exactly
+ * 0 are masked to +0.0 (maskz) where the scalar code selects 0.0, a NaN
+ * weight compares unequal to 0 and stays. On the project's AMD EPYC
+ * (Zen 4), one core, checks included, rows of 100 (two builds side by side,
+ * three alternating runs): js_div 4.4-5.7 -> 3.5-3.8 ns per entry
+ * in float64 and 5.5-7.6 -> 3.6-4.1 in float32, kl_div 2.4-3.3 -> 2.2-2.5
+ * and 3.1-4.0 -> 1.8-2.5; entropy and cross-entropy within the noise in
+ * float32 (fd_log8 in double against logf in float) and 1.3x faster in
+ * float64. */
+/* |d| up to which fd_js_term sums the series (see there). */
+#define FD_JS_NEAR 0.0625
+
+#if FD_LOG8
+FD_T512 static inline __mmask8 fd_nonzero8(__m512d w) {
+    return _mm512_cmp_pd_mask(w, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+}
+
+/* x log y */
+FD_T512 static inline __m512d fd_xlogy8(__m512d x, __m512d y,
+                                        const fd_log8_tables *t) {
+    return _mm512_maskz_mul_pd(fd_nonzero8(x), x, fd_log8(y, t));
+}
+
+/* p log(p / q) */
+FD_T512 static inline __m512d fd_rel_entr8(__m512d p, __m512d q,
+                                           const fd_log8_tables *t) {
+    __m512d l = fd_log8(_mm512_div_pd(p, q), t);
+    return _mm512_maskz_mul_pd(fd_nonzero8(p), p, l);
+}
+
+/* fd_js_term, below, eight at a time. */
+FD_T512 static inline __m512d fd_js8(__m512d p, __m512d q,
+                                     const fd_log8_tables *t) {
+    const __m512d one = _mm512_set1_pd(1.0);
+    __m512d s = _mm512_add_pd(p, q);
+    __m512d d = _mm512_div_pd(_mm512_sub_pd(p, q), s);
+    __m512d z = _mm512_mul_pd(d, d);
+    __m512d c = _mm512_set1_pd(1.0 / 66);
+    c = _mm512_fmadd_pd(c, z, _mm512_set1_pd(1.0 / 45));
+    c = _mm512_fmadd_pd(c, z, _mm512_set1_pd(1.0 / 28));
+    c = _mm512_fmadd_pd(c, z, _mm512_set1_pd(1.0 / 15));
+    c = _mm512_fmadd_pd(c, z, _mm512_set1_pd(1.0 / 6));
+    c = _mm512_fmadd_pd(c, z, one);
+    __m512d series = _mm512_mul_pd(_mm512_mul_pd(_mm512_set1_pd(0.5), s),
+                                   _mm512_mul_pd(z, c));
+    /* |d| <= 1/16 is false for a NaN d: t_log, NaN or the 0 of p = q = 0 */
+    __mmask8 near = _mm512_cmp_pd_mask(_mm512_abs_pd(d),
+                                       _mm512_set1_pd(FD_JS_NEAR), _CMP_LE_OQ);
+    /* Rows of near-identical distributions (a student close to its
+     * teacher) need no log at all; the branch is predictable on them and
+     * on unrelated rows (where some lane is almost always far). */
+    if (near == 0xFF)
+        return series;
+    __m512d lp = fd_log8(_mm512_add_pd(one, d), t);
+    __m512d lq = fd_log8(_mm512_sub_pd(one, d), t);
+    __m512d t_log = _mm512_add_pd(_mm512_maskz_mul_pd(fd_nonzero8(p), p, lp),
+                                  _mm512_maskz_mul_pd(fd_nonzero8(q), q, lq));
+    return _mm512_mask_blend_pd(near, t_log, series);
+}
+
+/* buf[j] = VTERM(x_j, y_j) for j < n, the rows of TX widened to double. */
+#define FD_TERMS8(NAME, TX, LOAD8, VTERM)                                    \
+    FD_T512 static void NAME(const TX *x, const TX *y, ptrdiff_t n,          \
+                             double *buf) {                                  \
+        fd_log8_tables t = fd_log8_load();                                   \
+        for (ptrdiff_t j = 0; j < n; j += 8) {                               \
+            __mmask8 live = fd_lanes8(j, n);                                 \
+            __m512d p = LOAD8(x + j, live), q = LOAD8(y + j, live);          \
+            _mm512_mask_storeu_pd(buf + j, live, VTERM(p, q, &t));           \
+        }                                                                    \
+    }
+
+FD_TERMS8(fd_xlogy_terms8_f64, double, fd_load8_f64, fd_xlogy8)
+FD_TERMS8(fd_xlogy_terms8_f32, float, fd_load8_f32, fd_xlogy8)
+FD_TERMS8(fd_rel_entr_terms8_f64, double, fd_load8_f64, fd_rel_entr8)
+FD_TERMS8(fd_rel_entr_terms8_f32, float, fd_load8_f32, fd_rel_entr8)
+FD_TERMS8(fd_js_terms8_f64, double, fd_load8_f64, fd_js8)
+FD_TERMS8(fd_js_terms8_f32, float, fd_load8_f32, fd_js8)
+
+#undef FD_TERMS8
+
+/* FD_IF_LOG8(CALL) stmt: CALL where fd_log8 runs, stmt otherwise. */
+#define FD_IF_LOG8(CALL)                                                     \
+    if (fd_use_log8)                                                         \
+        CALL;                                                                \
+    else
+#else
+#define FD_IF_LOG8(CALL)
+#endif
+
 /* One sum of terms in double over two rows x, y of TX. Per entry, xf and
  * yf are the entries, p and q the same widened to double, and lq = LOGQ a
  * logarithm, computed unconditionally (a select afterwards, never a
  * branch around a call) so that the loop vectorises; TERM may use them
- * all. The terms of a chunk go through buf and fd_sum_f64. */
-#define FD_TERM_SUM(NAME, TX, LOGQ, TERM)                                    \
+ * all. The terms of a chunk go through buf and fd_sum_f64; where fd_log8
+ * runs, TERMS8 computes them instead. */
+#define FD_TERM_SUM(NAME, TX, LOGQ, TERM, TERMS8)                            \
     static FD_HOT double NAME(const TX *x, const TX *y, ptrdiff_t n) {       \
         double buf[FD_CHUNK];                                                \
         double total = 0.0;                                                  \
         for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {                     \
             ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
+            FD_IF_LOG8(TERMS8(x + j0, y + j0, len, buf))                     \
             for (ptrdiff_t j = 0; j < len; j++) {                            \
                 TX xf = x[j0 + j], yf = y[j0 + j];                           \
                 double p = (double)xf, q = (double)yf;                       \
@@ -596,20 +690,24 @@ FD_CHECK_ROW(fd_check_row_f32, float, fd_sum_f32)
 
 /* sum_j x_j log y_j, 0 where x_j == 0 (entropy: -fd_xlogy_sum(p, p);
  * cross-entropy: -fd_xlogy_sum(p, q)). */
-FD_TERM_SUM(fd_xlogy_sum_f64, double, log(q), p == 0.0 ? 0.0 : p * lq)
+FD_TERM_SUM(fd_xlogy_sum_f64, double, log(q), p == 0.0 ? 0.0 : p * lq,
+            fd_xlogy_terms8_f64)
 
 /* The float32 twin takes log y_j in float (logf, 16 lanes where log has
  * 8: 2.3x faster on a core). The exception to widening above: the terms
  * of entropy and cross-entropy all have one sign (log y <= 0 for y <= 1),
  * so the sum keeps each term's relative error of an ulp of float; nothing
- * cancels. */
+ * cancels. Where fd_log8 runs, the log is taken in double after all: as
+ * fast as logf there, and exact to double. */
 FD_TERM_SUM(fd_xlogy_sum_f32, float, (double)logf(yf),
-            p == 0.0 ? 0.0 : p * lq)
+            p == 0.0 ? 0.0 : p * lq, fd_xlogy_terms8_f32)
 
 /* sum_j p_j log(p_j / q_j), 0 where p_j == 0, +inf where p_j > 0 = q_j:
  * KL(p || q). Called with x = p, y = q. */
-FD_TERM_SUM(fd_rel_entr_sum_f64, double, log(p / q), p == 0.0 ? 0.0 : p * lq)
-FD_TERM_SUM(fd_rel_entr_sum_f32, float, log(p / q), p == 0.0 ? 0.0 : p * lq)
+FD_TERM_SUM(fd_rel_entr_sum_f64, double, log(p / q), p == 0.0 ? 0.0 : p * lq,
+            fd_rel_entr_terms8_f64)
+FD_TERM_SUM(fd_rel_entr_sum_f32, float, log(p / q), p == 0.0 ? 0.0 : p * lq,
+            fd_rel_entr_terms8_f32)
 
 /* One entry of twice JS(p, q): p log(2p / s) + q log(2q / s), s = p + q.
  *
@@ -624,7 +722,6 @@ FD_TERM_SUM(fd_rel_entr_sum_f32, float, log(p / q), p == 0.0 ? 0.0 : p * lq)
  * where d is NaN, gives 0), p == q gives d = 0 and exactly 0, and NaN
  * stays NaN. Both forms are computed and one is selected, so the loop
  * vectorises. The reference and the Numba kernel compute the same. */
-#define FD_JS_NEAR 0.0625
 static inline double fd_js_term(double p, double q) {
     double s = p + q;
     double d = (p - q) / s;
@@ -639,8 +736,8 @@ static inline double fd_js_term(double p, double q) {
 
 /* Twice JS(p, q), the sum of fd_js_term; not clamped at 0 (the caller
  * does). */
-FD_TERM_SUM(fd_js_sum_f64, double, 0.0, fd_js_term(p, q))
-FD_TERM_SUM(fd_js_sum_f32, float, 0.0, fd_js_term(p, q))
+FD_TERM_SUM(fd_js_sum_f64, double, 0.0, fd_js_term(p, q), fd_js_terms8_f64)
+FD_TERM_SUM(fd_js_sum_f32, float, 0.0, fd_js_term(p, q), fd_js_terms8_f32)
 
 #undef FD_TERM_SUM
 
@@ -656,7 +753,16 @@ FD_TERM_SUM(fd_js_sum_f32, float, 0.0, fd_js_term(p, q))
  * are those of FD_TERM_SUM, so the terms are the unchecked sums', bit for
  * bit.
  * ---------------------------------------------------------------------- */
-#define FD_CHECKED_SUM_F32(NAME, LOGQ, TERM)                                 \
+/* bx, by = x, y widened to double. */
+static inline void fd_widen2_f32(const float *x, const float *y, ptrdiff_t n,
+                                 double *bx, double *by) {
+    for (ptrdiff_t j = 0; j < n; j++) {
+        bx[j] = (double)x[j];
+        by[j] = (double)y[j];
+    }
+}
+
+#define FD_CHECKED_SUM_F32(NAME, LOGQ, TERM, TERMS8)                         \
     static FD_HOT double NAME(const float *x, const float *y, ptrdiff_t n,   \
                               double *stats, long long *negatives) {         \
         double buf[FD_CHUNK], bx[FD_CHUNK], by[FD_CHUNK];                    \
@@ -665,6 +771,8 @@ FD_TERM_SUM(fd_js_sum_f32, float, 0.0, fd_js_term(p, q))
         for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {                     \
             ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
             const float *xs = x + j0, *ys = y + j0;                          \
+            FD_IF_LOG8((TERMS8(xs, ys, len, buf),                            \
+                        fd_widen2_f32(xs, ys, len, bx, by)))                 \
             for (ptrdiff_t j = 0; j < len; j++) {                            \
                 float xf = xs[j], yf = ys[j];                                \
                 double p = (double)xf, q = (double)yf;                       \
@@ -691,10 +799,11 @@ FD_TERM_SUM(fd_js_sum_f32, float, 0.0, fd_js_term(p, q))
 
 /* fd_xlogy_sum_f32, fd_rel_entr_sum_f32 and fd_js_sum_f32 with the checks. */
 FD_CHECKED_SUM_F32(fd_xlogy_sum_checked_f32, (double)logf(yf),
-                   p == 0.0 ? 0.0 : p * lq)
+                   p == 0.0 ? 0.0 : p * lq, fd_xlogy_terms8_f32)
 FD_CHECKED_SUM_F32(fd_rel_entr_sum_checked_f32, log(p / q),
-                   p == 0.0 ? 0.0 : p * lq)
-FD_CHECKED_SUM_F32(fd_js_sum_checked_f32, 0.0, fd_js_term(p, q))
+                   p == 0.0 ? 0.0 : p * lq, fd_rel_entr_terms8_f32)
+FD_CHECKED_SUM_F32(fd_js_sum_checked_f32, 0.0, fd_js_term(p, q),
+                   fd_js_terms8_f32)
 
 #undef FD_CHECKED_SUM_F32
 
