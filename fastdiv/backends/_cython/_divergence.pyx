@@ -20,12 +20,15 @@ from fastdiv.backends._cython._math cimport (
     fd_check_row_f32,
     fd_check_row_f64,
     fd_js_sum_checked_f32,
+    fd_js_sum_checked_f64,
     fd_js_sum_f32,
     fd_js_sum_f64,
     fd_rel_entr_sum_checked_f32,
+    fd_rel_entr_sum_checked_f64,
     fd_rel_entr_sum_f32,
     fd_rel_entr_sum_f64,
     fd_xlogy_sum_checked_f32,
+    fd_xlogy_sum_checked_f64,
     fd_xlogy_sum_f32,
     fd_log8_init,
     fd_use_log8,
@@ -168,22 +171,32 @@ cdef inline double _two_input_term(int kind, const real *p, const real *q,
     return _js(p, q, k)
 
 
-cdef double _two_input_term_checked_f32(int kind, const float *p,
-                                        const float *q, Py_ssize_t k,
-                                        double *p_sum, long long *p_neg,
-                                        double *q_sum,
-                                        long long *q_neg) noexcept nogil:
-    """_two_input_term of float32 rows with both checks in its loop."""
+cdef double _two_input_term_checked(int kind, const real *p, const real *q,
+                                    Py_ssize_t k, double *p_sum,
+                                    long long *p_neg, double *q_sum,
+                                    long long *q_neg) noexcept nogil:
+    """_two_input_term with both rows' checks in the pass of its terms."""
     cdef double stats[2]
     cdef long long negatives[2]
     cdef double total
     if kind == _CROSS_ENTROPY:
-        total = 0.0 - fd_xlogy_sum_checked_f32(p, q, k, stats, negatives)
+        if real is float:
+            total = fd_xlogy_sum_checked_f32(p, q, k, stats, negatives)
+        else:
+            total = fd_xlogy_sum_checked_f64(p, q, k, stats, negatives)
+        total = 0.0 - total
     elif kind == _KL:
-        total = _kl_from(fd_rel_entr_sum_checked_f32(p, q, k, stats, negatives),
-                         p, q, k)
+        if real is float:
+            total = fd_rel_entr_sum_checked_f32(p, q, k, stats, negatives)
+        else:
+            total = fd_rel_entr_sum_checked_f64(p, q, k, stats, negatives)
+        total = _kl_from(total, p, q, k)
     else:
-        total = _js_from(fd_js_sum_checked_f32(p, q, k, stats, negatives))
+        if real is float:
+            total = fd_js_sum_checked_f32(p, q, k, stats, negatives)
+        else:
+            total = fd_js_sum_checked_f64(p, q, k, stats, negatives)
+        total = _js_from(total)
     p_sum[0] = stats[0]
     q_sum[0] = stats[1]
     p_neg[0] = negatives[0]
@@ -198,14 +211,13 @@ cdef void _two_inputs_checked(int kind, const real[:, ::1] p,
                               long long[::1] q_negatives) noexcept:
     cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
     cdef Py_ssize_t sp = p.shape[0] > 1, sq = q.shape[0] > 1
-    if real is float:
-        if sp and sq:
-            # Two batches of float32 rows: the checks in the term loops.
-            for i in prange(n, schedule="static", nogil=True):
-                out[i] = _two_input_term_checked_f32(
-                    kind, &p[i, 0], &q[i, 0], k, &p_sums[i], &p_negatives[i],
-                    &q_sums[i], &q_negatives[i])
-            return
+    if sp and sq:
+        # Two batches: the checks in the term loops.
+        for i in prange(n, schedule="static", nogil=True):
+            out[i] = _two_input_term_checked(
+                kind, &p[i, 0], &q[i, 0], k, &p_sums[i], &p_negatives[i],
+                &q_sums[i], &q_negatives[i])
+        return
     for i in prange(n, schedule="static", nogil=True):
         # A single row (broadcast against all of the other) is checked once.
         if sp or i == 0:
@@ -215,13 +227,28 @@ cdef void _two_inputs_checked(int kind, const real[:, ::1] p,
         out[i] = _two_input_term(kind, &p[i * sp, 0], &q[i * sq, 0], k)
 
 
+cdef inline double _entropy_checked(const real *p, Py_ssize_t k, double *p_sum,
+                                    long long *p_neg) noexcept nogil:
+    cdef double stats[2]
+    cdef long long negatives[2]
+    cdef double total
+    if real is float:
+        total = fd_xlogy_sum_checked_f32(p, p, k, stats, negatives)
+    else:
+        total = fd_xlogy_sum_checked_f64(p, p, k, stats, negatives)
+    p_sum[0] = stats[0]
+    p_neg[0] = negatives[0]
+    return 0.0 - total
+
+
 def entropy_rows_checked(const real[:, ::1] p, double[::1] out,
                          double[::1] p_sums, long long[::1] p_negatives):
     """entropy_rows, with the check of each row of p in the same pass."""
     cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
     for i in prange(n, schedule="static", nogil=True):
-        _check_row(&p[i, 0], k, &p_sums[i], &p_negatives[i])
-        out[i] = 0.0 - _xlogy(&p[i, 0], &p[i, 0], k)
+        # The row against itself: its sum and negatives are taken twice, in
+        # registers, which costs less than a check pass of its own.
+        out[i] = _entropy_checked(&p[i, 0], k, &p_sums[i], &p_negatives[i])
 
 
 def cross_entropy_rows_checked(const real[:, ::1] p, const real[:, ::1] q,

@@ -97,13 +97,21 @@ cdef extern from "fastdiv_math.h" nogil:
     double fd_rel_entr_sum_f32(const float *x, const float *y, Py_ssize_t n)
     double fd_js_sum_f64(const double *x, const double *y, Py_ssize_t n)
     double fd_js_sum_f32(const float *x, const float *y, Py_ssize_t n)
-    # The float32 sums with the checks of both rows in the same loop:
+    # The same sums with the checks of both rows in the same pass:
     # stats[0], stats[1] = the sums of x and y; negatives[0], negatives[1] =
     # how many of their entries are < 0.
+    double fd_xlogy_sum_checked_f64(const double *x, const double *y,
+                                    Py_ssize_t n, double *stats,
+                                    long long *negatives)
     double fd_xlogy_sum_checked_f32(const float *x, const float *y, Py_ssize_t n,
                                     double *stats, long long *negatives)
+    double fd_rel_entr_sum_checked_f64(const double *x, const double *y,
+                                       Py_ssize_t n, double *stats,
+                                       long long *negatives)
     double fd_rel_entr_sum_checked_f32(const float *x, const float *y,
                                        Py_ssize_t n, double *stats,
                                        long long *negatives)
+    double fd_js_sum_checked_f64(const double *x, const double *y, Py_ssize_t n,
+                                 double *stats, long long *negatives)
     double fd_js_sum_checked_f32(const float *x, const float *y, Py_ssize_t n,
                                  double *stats, long long *negatives)
