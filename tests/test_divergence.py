@@ -537,6 +537,29 @@ def test_every_row_length_of_the_vector_term_loops(backend, name, dtype):
         assert_same(got, want, what=f"{name}, rows of {k} {np.dtype(dtype)}")
 
 
+@pytest.fixture
+def without_log8():
+    """The Cython term sums' fallback loops (libmvec's log), where AVX-512
+    would otherwise take them."""
+    cy = pytest.importorskip("fastdiv.backends._cython._divergence")
+    was = cy.use_log8(False)
+    yield
+    cy.use_log8(was)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_fallback_loops_match_the_reference(name, without_log8):
+    # On a CPU with AVX-512F the Cython term sums take the vector loops of
+    # fastdiv_log8.h; the loops that other CPUs run get the same tests here.
+    for dtype in DTYPES:
+        for case in _edge_ids():
+            test_edge_cases_match_reference(name, case, dtype, "cython")
+        test_every_row_length_of_the_vector_term_loops("cython", name, dtype)
+    if name in TWO:
+        for k in (5, 100, 1300):
+            test_float32_checks_in_the_term_loop("cython", name, k)
+
+
 def test_kl_of_nearly_equal_rows_is_never_negative(backend):
     # Rounding leaves some of these sums a few ulp below 0; checked (or
     # normalised) distributions get 0 there, unchecked input keeps its sign.

@@ -464,3 +464,28 @@ def test_kl_and_ce_give_plus_zero_where_exact(metric):
         res = fd.pairwise(P, P.copy(), metric=metric)
         np.testing.assert_array_equal(np.diag(res), 0.0)
         assert not np.signbit(np.diag(res)).any()
+
+
+@pytest.fixture
+def without_log8():
+    """The dense JS kernel's fallback loop (libmvec's log), where AVX-512
+    would otherwise take it."""
+    cy = pytest.importorskip("fastdiv.backends._cython._pairwise")
+    was = cy.use_log8(False)
+    yield
+    cy.use_log8(was)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_js_fallback_loop_matches_the_reference(rng, without_log8, dtype):
+    P = _dists(rng, 13, 21, dtype=dtype)
+    Q = _dists(rng, 9, 21, dtype=dtype)
+    Q[2] = P[4]
+    P[1, :5] = 0.0
+    P[1] /= P[1].sum()
+    for metric in ("js", "js_distance"):
+        res = fd.pairwise(P, Q, metric, backend="cython")
+        _assert_matrix(res, _loop(metric, P, Q), ATOL[dtype])
+        assert res[4, 2] == 0.0
+    self_js = fd.pairwise(P, metric="js", backend="cython")
+    assert (np.diag(self_js) == 0.0).all() and (self_js == self_js.T).all()

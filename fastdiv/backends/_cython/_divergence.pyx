@@ -30,6 +30,7 @@ from fastdiv.backends._cython._math cimport (
     fd_xlogy_sum_checked_f32,
     fd_xlogy_sum_checked_f64,
     fd_xlogy_sum_f32,
+    fd_log8_enable,
     fd_log8_init,
     fd_use_log8,
     fd_xlogy_sum_f64,
@@ -45,8 +46,15 @@ cdef double _HUGE = 1.7976931348623157e308
 # The term sums take the inline AVX-512 log where the CPU has AVX-512F.
 fd_log8_init()
 
-# Whether they do (fastdiv info and the tests read it).
-LOG8 = bool(fd_use_log8)
+
+def use_log8(bint on):
+    """Let the term sums use the AVX-512 log (where the CPU has it) or not.
+
+    For the tests of the fallback loops; returns whether it was in use.
+    """
+    cdef bint was = fd_use_log8
+    fd_log8_enable(on)
+    return was
 
 
 cdef inline double _xlogy(const real *x, const real *y, Py_ssize_t k) noexcept nogil:

@@ -21,6 +21,7 @@ cdef extern from "fastdiv_math.h" nogil:
     # module that calls those sums runs fd_log8_init() at import.
     int fd_use_log8
     void fd_log8_init()
+    void fd_log8_enable(int on)
 
     # Largest entry, skipping NaN; -inf for an empty or all-NaN/-inf row.
     double fd_max_f64(const double *x, Py_ssize_t n)

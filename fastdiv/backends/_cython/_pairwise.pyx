@@ -128,6 +128,7 @@ cdef extern from *:
     double FDP_LN2
     int fd_use_log8
     void fd_log8_init() nogil
+    void fd_log8_enable(int on) nogil
     void fdp_js_row(double p, double lp, const double *q,
                     const double *lq, Py_ssize_t n, double *acc) nogil
     void fdp_kernel_log(const double *x, Py_ssize_t n, double *out) nogil
@@ -271,8 +272,14 @@ def js_pairwise(
 
 fd_log8_init()
 
-# Whether the dense kernel's log is the AVX-512 one of fastdiv_log8.h.
-LOG8 = bool(fd_use_log8)
+def use_log8(bint on):
+    """Let the dense JS kernel use the AVX-512 log (where the CPU has it).
+
+    For the tests of the fallback loop; returns whether it was in use.
+    """
+    cdef bint was = fd_use_log8
+    fd_log8_enable(on)
+    return was
 
 
 def kernel_log(const double[::1] x, double[::1] out):

@@ -140,13 +140,17 @@ FD_T512 static void fd_log8_array(const double *x, ptrdiff_t n, double *out) {
 /* Set by fd_log8_init: whether the fd_log8 paths run on this CPU. */
 static int fd_use_log8 = 0;
 
-__attribute__((unused)) static void fd_log8_init(void) {
-    fd_use_log8 = __builtin_cpu_supports("avx512f") != 0;
+/* Turn the fd_log8 paths on (where the CPU has AVX-512F) or off; the
+ * tests turn them off to check the fallback on a CPU that has it. */
+__attribute__((unused)) static void fd_log8_enable(int on) {
+    fd_use_log8 = on && __builtin_cpu_supports("avx512f") != 0;
 }
 #else
 #define FD_LOG8 0
 static const int fd_use_log8 = 0;
-__attribute__((unused)) static void fd_log8_init(void) {}
+__attribute__((unused)) static void fd_log8_enable(int on) { (void)on; }
 #endif
+
+__attribute__((unused)) static void fd_log8_init(void) { fd_log8_enable(1); }
 
 #endif /* FASTDIV_LOG8_H */
