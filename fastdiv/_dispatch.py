@@ -72,11 +72,12 @@ AUTO_POLICY: dict[str, tuple[int, str, str]] = {
     # 0.85-1.07 at 1000 and 100_000, float32 and float64, for softmax,
     # log_softmax and logsumexp alike.
     # pairwise JS, side by side (bench_pairwise.py, 2026-12-04, AMD EPYC
-    # 2 vCPUs): numba / cython 1.44 / 2.23 s in float64 and 0.87 / 1.35 s in
-    # float32 at (2000, 2000, 256); 3.3 / 5.9 s and 3.1 / 4.6 s at (10_000,
-    # 10_000, 32). Sparse, 5000 x 50_000 at 1%: 1.83 / 1.63 s.
-    # (Intel CPUs differ: see _CPU_POLICY.)
-    "js_pairwise": (0, "numba", "numba"),
+    # 2 vCPUs with AVX-512, once the Cython kernel had the inline log of
+    # fastdiv_log8.h): FIGURES. On one core (thread time, float64 and
+    # float32, all three shapes): numba / cython 1.39-1.52 / 0.81-0.85 ns per
+    # triple. Intel's Xeon (model 207) gave cython the lead even with
+    # libmvec's log. (CPUs without AVX-512F differ: see _CPU_POLICY.)
+    "js_pairwise": (0, "cython", "cython"),
     "js_pairwise_csr": (0, "cython", "cython"),
     # row-wise divergences: no entry, cython throughout. On one core
     # (thread time, check=False, 2026-12-04, once the AVX2 and AVX-512
@@ -85,18 +86,18 @@ AUTO_POLICY: dict[str, tuple[int, str, str]] = {
     # and (1000, 10_000), float32 and float64.
 }
 
-# Entries that replace those of AUTO_POLICY on CPUs of one vendor (the
-# vendor_id of /proc/cpuinfo). LLVM, and so Numba, keeps to 256-bit vectors
-# on Intel's AVX-512 server cores (on AMD's it takes 512 bits), while the
-# AVX-512 clones of the Cython kernels use 512-bit ones on both.
+# Entries that replace those of AUTO_POLICY on one kind of CPU (cpu_kind():
+# the vendor_id of /proc/cpuinfo, with " avx512f" where the CPU has it).
+# Without AVX-512F the dense Cython JS kernel falls back to libmvec's log
+# call, and on AMD that made it the slower one.
 _CPU_POLICY: dict[str, dict[str, tuple[int, str, str]]] = {
-    # pairwise JS, side by side (bench_pairwise.py, 2026-12-04, Intel Xeon
-    # model 207, 2 vCPUs): numba / cython 972 / 833 ms in float64 and
-    # 958 / 683 ms in float32 at (2000, 2000, 256); 3.24 / 2.58 s and
-    # 5.15 / 3.31 s at (10_000, 10_000, 32); 4.53 / 3.27 s and 2.5 / 3.42 s
-    # at (500, 500, 10_000), float64 and float32. On one core (thread
-    # time, float64, (500, 500, 256)): 1.78 / 1.32 ns per triple.
-    "GenuineIntel": {"js_pairwise": (0, "cython", "cython")},
+    # pairwise JS, side by side (bench_pairwise.py, 2026-12-04, AMD EPYC
+    # 2 vCPUs, the Cython kernel on libmvec's log): numba / cython 1.44 /
+    # 2.23 s in float64 and 0.87 / 1.35 s in float32 at (2000, 2000, 256);
+    # 3.3 / 5.9 s and 3.1 / 4.6 s at (10_000, 10_000, 32). That CPU had
+    # AVX-512F, which the kernel did not use yet; an AMD CPU without it
+    # runs the same kernel on 256-bit vectors, and so does Numba.
+    "AuthenticAMD": {"js_pairwise": (0, "numba", "numba")},
 }
 
 # Preference order when the chosen backend is not usable: the compiled
@@ -305,25 +306,31 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor_id from /proc/cpuinfo ("GenuineIntel", ...), or ""
-    where there is no such file or line."""
+def cpu_kind() -> str:
+    """The CPU's vendor_id from /proc/cpuinfo ("GenuineIntel", ...), followed
+    by " avx512f" where its flags have AVX-512F; "" where there is no such
+    file or line."""
+    vendor, flags = "", ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.partition(":")[2].strip()
+                if line.startswith("vendor_id") and not vendor:
+                    vendor = line.partition(":")[2].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = line.partition(":")[2]
+                if vendor and flags:
+                    break
     except OSError:
         pass
-    return ""
+    return f"{vendor} avx512f" if vendor and "avx512f" in flags.split() else vendor
 
 
 @functools.cache
-def _vendor_policy() -> dict[str, tuple[int, str, str]]:
-    """The entries of _CPU_POLICY for this CPU's vendor (read once)."""
-    vendor = cpu_vendor()
-    policy = _CPU_POLICY.get(vendor, {})
-    logger.debug("auto: CPU vendor %r, policy entries %s", vendor, policy)
+def _cpu_policy() -> dict[str, tuple[int, str, str]]:
+    """The entries of _CPU_POLICY for this kind of CPU (read once)."""
+    kind = cpu_kind()
+    policy = _CPU_POLICY.get(kind, {})
+    logger.debug("auto: CPU %r, policy entries %s", kind, policy)
     return policy
 
 
@@ -347,7 +354,7 @@ def choose_backend(kernel: str, size: int, backend: str | None = None) -> str:
                 f"backend {wanted!r} is not usable: {status.reason}"
             )
         return wanted
-    policy = _vendor_policy().get(kernel) or AUTO_POLICY.get(kernel, _DEFAULT_POLICY)
+    policy = _cpu_policy().get(kernel) or AUTO_POLICY.get(kernel, _DEFAULT_POLICY)
     threshold, small, large = policy
     preferred = small if size < threshold else large
     # The usual case first: building the fallback order cost a microsecond,

@@ -306,32 +306,47 @@ def test_auto_policy_names_existing_kernels():
             assert hasattr(reference, kernel), (name, kernel)
 
 
-@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD", ""])
-def test_auto_policy_follows_the_cpu_vendor(clean_registry, monkeypatch, vendor):
-    monkeypatch.setattr(_dispatch, "cpu_vendor", lambda: vendor)
-    _dispatch._vendor_policy.cache_clear()
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "GenuineIntel avx512f",
+        "GenuineIntel",
+        "AuthenticAMD avx512f",
+        "AuthenticAMD",
+        "",
+    ],
+)
+def test_auto_policy_follows_the_kind_of_cpu(clean_registry, monkeypatch, kind):
+    monkeypatch.setattr(_dispatch, "cpu_kind", lambda: kind)
+    _dispatch._cpu_policy.cache_clear()
     try:
         for name in BACKENDS:
             monkeypatch.setitem(
                 _dispatch._status_cache, name, BackendStatus(True, None)
             )
-        entry = _dispatch._CPU_POLICY.get(vendor, {}).get(
+        entry = _dispatch._CPU_POLICY.get(kind, {}).get(
             "js_pairwise", _dispatch.AUTO_POLICY["js_pairwise"]
         )
         assert _dispatch.choose_backend("js_pairwise", 10**6) == entry[2]
-        # Kernels the vendor's table leaves out keep the common entries.
+        want = "numba" if kind == "AuthenticAMD" else "cython"
+        assert _dispatch.choose_backend("js_pairwise", 10**6) == want
+        # Kernels the table of a kind leaves out keep the common entries.
         assert _dispatch.choose_backend("js_pairwise_csr", 10**6) == "cython"
     finally:
-        _dispatch._vendor_policy.cache_clear()
+        _dispatch._cpu_policy.cache_clear()
 
 
-def test_cpu_vendor_is_a_string():
-    vendor = _dispatch.cpu_vendor()
-    assert isinstance(vendor, str)
+def test_cpu_kind_is_the_vendor_and_avx512f():
+    kind = _dispatch.cpu_kind()
+    assert isinstance(kind, str)
     if sys.platform.startswith("linux") and os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
-            if any(line.startswith("vendor_id") for line in f):
-                assert vendor
+            lines = f.read().splitlines()
+        vendor = next((x for x in lines if x.startswith("vendor_id")), None)
+        flags = next((x for x in lines if x.startswith("flags")), "")
+        if vendor is not None:
+            assert kind.split()[0] == vendor.partition(":")[2].strip()
+            assert kind.endswith(" avx512f") == ("avx512f" in flags.split())
 
 
 # --------------------------------------------------------------------------

@@ -343,6 +343,41 @@ def test_nearest_self_excludes_the_row(rng, monkeypatch):
         assert idx[3, 0] == 7 and val[3, 0] == 0.0
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 5])
+def test_nearest_over_wide_blocks_with_ties_and_self(rng, dtype, k):
+    # Blocks of thousands of columns: the first is selected in pieces and
+    # the rest filtered by the k-th values so far (_TopK.push), with exact
+    # ties (rounded rows, duplicated rows) and, against P itself, the
+    # diagonal excluded wherever a block crosses it.
+    P = np.round(_dists(rng, 300, 6, zeros=0.3) * 3) + 1
+    P = (P / P.sum(axis=1, keepdims=True)).astype(dtype)
+    P[150:200] = P[:50]
+    for Q in (None, P[::-1].copy()):
+        # nearest computes P against itself block by block, as against a
+        # copy (the symmetric matrix mirrors one triangle instead, and the
+        # last bit of a value may differ from its mirror's, splitting ties).
+        full = fd.pairwise(P, P.copy() if Q is None else Q, "js")
+        if Q is None:
+            np.fill_diagonal(full, np.inf)
+        ref_idx, ref_val = _reference_nearest(full, k)
+        for budget in (2**20, 2**28):
+            idx, val = fd.nearest(P, Q, k=k, memory_budget=budget)
+            np.testing.assert_array_equal(idx, ref_idx)
+            np.testing.assert_array_equal(val, ref_val)
+
+
+def test_sparse_nonzero_equals_numpy(rng):
+    from fastdiv.pairwise import _sparse_nonzero
+
+    for shape in [(1, 1), (3, 5), (7, 13), (50, 4096), (0, 5)]:
+        for fraction in (0.0, 0.002, 0.5, 1.0):
+            mask = rng.random(shape) < fraction
+            got, want = _sparse_nonzero(mask), np.nonzero(mask)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
+
+
 def test_nearest_sparse_and_float32(rng):
     P = _dists(rng, 12, 30, zeros=0.8, dtype=np.float32)
     idx, val = fd.nearest(sp.csr_matrix(P), k=3, metric="js_distance")

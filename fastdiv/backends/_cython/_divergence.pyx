@@ -29,6 +29,8 @@ from fastdiv.backends._cython._math cimport (
     fd_rel_entr_sum_f64,
     fd_xlogy_sum_checked_f32,
     fd_xlogy_sum_checked_f64,
+    fd_xlogx_sum_checked_f32,
+    fd_xlogx_sum_checked_f64,
     fd_xlogy_sum_f32,
     fd_log8_enable,
     fd_log8_init,
@@ -237,16 +239,10 @@ cdef void _two_inputs_checked(int kind, const real[:, ::1] p,
 
 cdef inline double _entropy_checked(const real *p, Py_ssize_t k, double *p_sum,
                                     long long *p_neg) noexcept nogil:
-    cdef double stats[2]
-    cdef long long negatives[2]
-    cdef double total
     if real is float:
-        total = fd_xlogy_sum_checked_f32(p, p, k, stats, negatives)
+        return 0.0 - fd_xlogx_sum_checked_f32(p, k, p_sum, p_neg)
     else:
-        total = fd_xlogy_sum_checked_f64(p, p, k, stats, negatives)
-    p_sum[0] = stats[0]
-    p_neg[0] = negatives[0]
-    return 0.0 - total
+        return 0.0 - fd_xlogx_sum_checked_f64(p, k, p_sum, p_neg)
 
 
 def entropy_rows_checked(const real[:, ::1] p, double[::1] out,
@@ -254,8 +250,7 @@ def entropy_rows_checked(const real[:, ::1] p, double[::1] out,
     """entropy_rows, with the check of each row of p in the same pass."""
     cdef Py_ssize_t n = out.shape[0], k = p.shape[1], i
     for i in prange(n, schedule="static", nogil=True):
-        # The row against itself: its sum and negatives are taken twice, in
-        # registers, which costs less than a check pass of its own.
+        # The check of the row in the vector loop of its terms.
         out[i] = _entropy_checked(&p[i, 0], k, &p_sums[i], &p_negatives[i])
 
 

@@ -116,3 +116,8 @@ cdef extern from "fastdiv_math.h" nogil:
                                  double *stats, long long *negatives)
     double fd_js_sum_checked_f32(const float *x, const float *y, Py_ssize_t n,
                                  double *stats, long long *negatives)
+    # sum x_j log x_j with the check of x: stats, negatives of that row only.
+    double fd_xlogx_sum_checked_f64(const double *x, Py_ssize_t n, double *sum,
+                                    long long *negatives)
+    double fd_xlogx_sum_checked_f32(const float *x, Py_ssize_t n, double *sum,
+                                    long long *negatives)

@@ -27,6 +27,11 @@
  *    layout instead: the order of additions depends only on the length of
  *    the row, never on the thread count or on the clone that runs, so
  *    results are reproducible on every machine and thread count.
+ * 4. On a CPU with AVX-512F the divergence term sums (and the dense
+ *    pairwise JS kernel) take their logs from fastdiv_log8.h instead, an
+ *    inline log of eight doubles within 2 ulp: libmvec's is a call, which
+ *    clobbers every vector register. fd_log8_init(), run by each module at
+ *    import, decides; the sums of the terms keep the order of point 3.
  *
  * Elsewhere (clang, MSVC, non-x86-64 or non-glibc), the same C compiles to
  * plain scalar loops with the same results up to the accuracy of exp/log.
@@ -699,6 +704,39 @@ FD_CHECKED_TERMS8(fd_js_checked8_f32, float, fd_load8_f32, fd_js8)
 
 #undef FD_CHECKED_TERMS8
 
+/* sum x log x with the check of x: fd_xlogy_checked8 of (x, x) with one
+ * load, sum and count per entry instead of two (entropy). */
+#define FD_SELF_CHECKED8(NAME, TX, LOAD8)                                    \
+    FD_T512 static double NAME(const TX *x, ptrdiff_t n, double *sum,        \
+                               long long *negatives) {                       \
+        fd_log8_tables t = fd_log8_load();                                   \
+        const __m512d zero = _mm512_setzero_pd();                            \
+        double buf[FD_CHUNK];                                                \
+        double total = 0.0;                                                  \
+        __m512d sx = zero;                                                   \
+        long long nx = 0;                                                    \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {                     \
+            ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
+            for (ptrdiff_t j = 0; j < len; j += 8) {                         \
+                __mmask8 live = fd_lanes8(j, len);                           \
+                __m512d p = LOAD8(x + j0 + j, live);                         \
+                _mm512_mask_storeu_pd(buf + j, live, fd_xlogy8(p, p, &t));   \
+                sx = _mm512_add_pd(sx, p);                                   \
+                nx += __builtin_popcount(                                    \
+                    _mm512_cmp_pd_mask(p, zero, _CMP_LT_OQ));                \
+            }                                                                \
+            total += fd_sum_f64(buf, len);                                   \
+        }                                                                    \
+        *sum = _mm512_reduce_add_pd(sx);                                     \
+        *negatives = nx;                                                     \
+        return total;                                                        \
+    }
+
+FD_SELF_CHECKED8(fd_xlogx_checked8_f64, double, fd_load8_f64)
+FD_SELF_CHECKED8(fd_xlogx_checked8_f32, float, fd_load8_f32)
+
+#undef FD_SELF_CHECKED8
+
 /* FD_IF_LOG8(CALL) stmt: CALL where fd_log8 runs, stmt otherwise. */
 #define FD_IF_LOG8(CALL)                                                     \
     if (fd_use_log8)                                                         \
@@ -853,5 +891,28 @@ FD_CHECKED_SUM(fd_js_sum_checked_f32, float, 0.0, fd_js_term(p, q),
                fd_js_checked8_f32)
 
 #undef FD_CHECKED_SUM
+
+/* sum_j x_j log x_j with the check of x (entropy: minus this); the sum of
+ * x in *sum, its negative entries counted in *negatives. The same value
+ * as fd_xlogy_sum_checked of (x, x), bit for bit. */
+#define FD_XLOGX_SUM_CHECKED(NAME, TX, XLOGY, SELF8)                         \
+    static inline double NAME(const TX *x, ptrdiff_t n, double *sum,         \
+                              long long *negatives) {                        \
+        double stats[2];                                                     \
+        long long counts[2];                                                 \
+        double total;                                                        \
+        FD_IF_LOG8(return SELF8(x, n, sum, negatives))                       \
+        total = XLOGY(x, x, n, stats, counts);                               \
+        *sum = stats[0];                                                     \
+        *negatives = counts[0];                                              \
+        return total;                                                        \
+    }
+
+FD_XLOGX_SUM_CHECKED(fd_xlogx_sum_checked_f64, double,
+                     fd_xlogy_sum_checked_f64, fd_xlogx_checked8_f64)
+FD_XLOGX_SUM_CHECKED(fd_xlogx_sum_checked_f32, float,
+                     fd_xlogy_sum_checked_f32, fd_xlogx_checked8_f32)
+
+#undef FD_XLOGX_SUM_CHECKED
 
 #endif /* FASTDIV_MATH_H */
