@@ -73,10 +73,13 @@ AUTO_POLICY: dict[str, tuple[int, str, str]] = {
     # log_softmax and logsumexp alike.
     # pairwise JS, side by side (bench_pairwise.py, 2026-12-04, AMD EPYC
     # 2 vCPUs with AVX-512, once the Cython kernel had the inline log of
-    # fastdiv_log8.h): FIGURES. On one core (thread time, float64 and
-    # float32, all three shapes): numba / cython 1.39-1.52 / 0.81-0.85 ns per
-    # triple. Intel's Xeon (model 207) gave cython the lead even with
-    # libmvec's log. (CPUs without AVX-512F differ: see _CPU_POLICY.)
+    # fastdiv_log8.h): numba / cython 868 / 530 ms in float64 and 726 / 432
+    # ms in float32 at (2000, 2000, 256); 1.89 / 1.09 s and 2.08 / 1.26 s at
+    # (500, 500, 10_000); 2.70 / 2.04 s and 3.15 / 1.90 s at (10_000,
+    # 10_000, 32). On one core (float64 and float32, all three shapes):
+    # numba / cython 1.39-1.52 / 0.81-0.85 ns per triple. Intel's Xeon
+    # (model 207) gave cython the lead even with libmvec's log. (CPUs
+    # without AVX-512F differ: see _CPU_POLICY.)
     "js_pairwise": (0, "cython", "cython"),
     "js_pairwise_csr": (0, "cython", "cython"),
     # row-wise divergences: no entry, cython throughout. On one core
