@@ -84,12 +84,15 @@ def test_every_subcommand_has_help(sub):
 
 def test_info_reports_backends_threads_and_cpu():
     proc = run("info")
-    for word in ("backends:", "numpy", "threads:", "OpenMP", "vector ISA"):
+    for word in ("backends:", "numpy", "threads:", "OpenMP", "vector ISA", "log:"):
         assert word in proc.stdout
     data = json.loads(run("info", "--json").stdout)
     assert data["backends"]["numpy"]["usable"] is True
     assert data["threads"] == 1  # FASTDIV_NUM_THREADS in ENV
     assert data["fastdiv"] == fastdiv.__version__
+    if data["backends"]["cython"]["usable"]:
+        has_avx512f = "avx512f" in data["vector_extensions"]
+        assert data["cython_log"].startswith("inline AVX-512") == has_avx512f
 
 
 @pytest.mark.parametrize(

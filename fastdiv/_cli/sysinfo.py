@@ -100,6 +100,17 @@ def openmp_status() -> str:
     return "no (the Cython kernels run on one thread)"
 
 
+def cython_log() -> str:
+    """Which log the Cython divergence and pairwise JS kernels take here."""
+    try:
+        from fastdiv.backends._cython import _divergence
+    except ImportError:
+        return "n/a (the Cython extension is not built)"
+    if _divergence.log8_in_use():
+        return "inline AVX-512 (fastdiv_log8.h)"
+    return "glibc's libmvec or libm (no AVX-512F here)"
+
+
 def report() -> dict:
     """Everything ``fastdiv info`` prints, as a dict."""
     import fastdiv
@@ -129,6 +140,7 @@ def report() -> dict:
         "cpu": cpu_name(),
         "vector_extensions": flags,
         "vector_extensions_source": source,
+        "cython_log": cython_log(),
     }
 
 
@@ -154,5 +166,6 @@ def format_report(info: dict) -> str:
         f"CPU:             {info['cpu']}",
         f"vector ISA:      {' '.join(info['vector_extensions']) or 'none found'}"
         f" (from {info['vector_extensions_source']})",
+        f"Cython log:      {info['cython_log']}",
     ]
     return "\n".join(lines)

@@ -49,6 +49,11 @@ cdef double _HUGE = 1.7976931348623157e308
 fd_log8_init()
 
 
+def log8_in_use():
+    """Whether the term sums take the AVX-512 log of fastdiv_log8.h."""
+    return bool(fd_use_log8)
+
+
 def use_log8(bint on):
     """Let the term sums use the AVX-512 log (where the CPU has it) or not.
 
