@@ -29,7 +29,9 @@ from fastdiv._cli.errors import (
     InputError,
     Terminated,
     clear_termination,
+    request_interrupt,
     request_termination,
+    stop_if_signalled,
     termination_requested,
 )
 from fastdiv._cli.readers import read_array, read_npy_header, split_key
@@ -58,6 +60,10 @@ _NEAREST_HINT = "use `fastdiv nearest` to keep only the k nearest rows of each r
 
 def _on_sigterm(signum, frame):
     request_termination()
+
+
+def _on_sigint(signum, frame):
+    request_interrupt()
 
 
 def _options(fn):
@@ -250,6 +256,7 @@ def _softmax_blocks(
     )
     with bar:
         for start in range(0, n, block_rows):
+            stop_if_signalled()
             stop = min(n, start + block_rows)
             block = npy_rows(path, header, start, stop)
             target = buf[: stop - start]
@@ -322,6 +329,7 @@ def _check_rows(spec, data, normalize: bool) -> None:
         step = max(1, 2**24 // max(1, data.shape[1]))
         sums = np.empty(rows)
         for start in range(0, rows, step):
+            stop_if_signalled()
             block = np.asarray(data[start : start + step])
             bad = ~np.isfinite(block) | (block < 0)
             if bad.any():
@@ -476,6 +484,7 @@ def pairwise(p, q, out, metric, normalize, base, force, backend, threads, schedu
         try:
             step = max(1, 2**22 // max(1, m))
             for start in range(0, n, step):
+                stop_if_signalled()
                 writer.write(res[start : start + step])
             writer.close()
         except BaseException:
@@ -564,6 +573,7 @@ def _write_neighbours_csv(path, indices, values) -> None:
         f.write("row,rank,neighbour,value\n")
         step = max(1, 2**18 // max(1, k))
         for start in range(0, n, step):
+            stop_if_signalled()
             stop = min(n, start + step)
             block = np.empty((stop - start, k, 4))
             block[:, :, 0] = np.arange(start, stop)[:, None]
@@ -809,10 +819,14 @@ def main(argv=None) -> int:
     """Run the command; return its exit code (the console script's)."""
     clear_termination()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_int = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        cli.main(args=argv, prog_name="fastdiv", standalone_mode=False)
-        if termination_requested():  # its exception was lost on the way
-            raise Terminated()
+        try:
+            cli.main(args=argv, prog_name="fastdiv", standalone_mode=False)
+            if termination_requested():  # its exception was lost on the way
+                stop_if_signalled()
+        except KeyboardInterrupt:  # raised outside click's own handling
+            raise click.exceptions.Abort() from None
         return 0
     except InputError as exc:
         msg = " ".join(str(exc).split())
@@ -831,6 +845,7 @@ def main(argv=None) -> int:
         return exc.exit_code
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":  # pragma: no cover

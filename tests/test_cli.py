@@ -512,6 +512,50 @@ def test_a_lost_sigterm_still_stops_the_output(tmp_path):
         errors.clear_termination()
 
 
+@pytest.mark.parametrize(
+    "request_name, code", [("termination", 143), ("interrupt", 130)]
+)
+def test_a_lost_signal_stops_the_block_loop(tmp_path, monkeypatch, request_name, code):
+    # A signal whose exception was swallowed (inside a __del__ of an
+    # unmapped block, say) stops the streamed run at its next block, not at
+    # the end of the run, and leaves no output and no temporary file.
+    from fastdiv import cli
+    from fastdiv._cli import errors, readers
+
+    np.save(tmp_path / "x.npy", np.zeros((50, 4), np.float32))
+    real_rows = readers.npy_rows
+    blocks = []
+
+    def rows_then_signal(path, header, start, stop):
+        blocks.append(start)
+        if len(blocks) == 3:
+            try:
+                getattr(errors, f"request_{request_name}")()
+            except (errors.Terminated, KeyboardInterrupt):
+                pass  # lost
+        return real_rows(path, header, start, stop)
+
+    monkeypatch.setattr(readers, "npy_rows", rows_then_signal)
+    try:
+        out = tmp_path / "y.npy"
+        got = cli.main(
+            [
+                "softmax",
+                str(tmp_path / "x.npy"),
+                "-o",
+                str(out),
+                "--block-rows",
+                "1",
+                "--quiet",
+            ]
+        )
+        assert got == code
+        assert len(blocks) == 3
+        assert sorted(os.listdir(tmp_path)) == ["x.npy"]
+    finally:
+        errors.clear_termination()
+
+
 # --------------------------------------------------------------------------
 # bad input: one line, exit code 2
 # --------------------------------------------------------------------------

@@ -368,9 +368,13 @@ def test_properties(backend, pq):
         assert h_pq == np.inf
     support = p > 0
     if not np.array_equal(p[support], q[support]) and np.isfinite(kl):
-        # KL is 0 only where q equals p on p's support (up to rounding): a
-        # q of [1, 1e-300] against p = [1, 0] has KL 0 exactly in float64.
-        assert kl != 0.0 or np.allclose(p, q, rtol=1e-12, atol=0)
+        # KL is 0 only where q equals p on p's support up to rounding: a q
+        # of [1, 1e-300] against p = [1, 0] has KL 0 exactly in float64, and
+        # so have rows that differ by 1e-38 in one entry. By Pinsker's
+        # inequality KL >= 2 TV^2 (TV the total variation distance), so a 0
+        # needs rows whose 2 TV^2 lies within the rounding of the sum.
+        tv = 0.5 * np.abs(p - q).sum()
+        assert kl != 0.0 or 2 * tv**2 <= len(p) * np.finfo(np.float64).eps
 
 
 @given(pq=distributions())
@@ -537,6 +541,32 @@ def test_every_row_length_of_the_vector_term_loops(backend, name, dtype):
         assert_same(got, want, what=f"{name}, rows of {k} {np.dtype(dtype)}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_js_where_one_weight_is_below_2_to_the_minus_54_of_the_other(backend, dtype):
+    # There (p - q) / (p + q) rounds to +-1 and 1 -+ d to 0 although 2q / s
+    # is not 0: the two-log form gave -inf, clamped to a JS of 0 (as for a
+    # softmax of logits 40 apart against a uniform row).
+    tiny = 1e-17 if dtype == np.float64 else 1e-30
+    rows = [
+        ([tiny, 1.0], [0.5, 0.5]),
+        ([0.5, 0.5], [tiny, 1.0]),
+        ([1.0 - 1e-3, 1e-3], [tiny, 1.0]),
+        ([tiny, 0.25, 0.75 - tiny], [0.5, 0.0, 0.5]),
+    ]
+    for p, q in rows:
+        p = np.array(p, dtype)
+        q = np.array(q, dtype)
+        want = _js_mpmath(p, q)
+        got = fd.js_div(p, q, backend=backend, check=False)
+        assert got == pytest.approx(want, rel=1e-6 if dtype == np.float32 else 1e-14)
+    logits = np.random.default_rng(12).standard_normal((50, 300)) * 12
+    a = fd.softmax(logits).astype(dtype)
+    b = fd.softmax(logits[::-1]).astype(dtype)
+    want = [_js_mpmath(x, y) for x, y in zip(a, b, strict=True)]
+    got = fd.js_div(a, b, backend=backend, normalize=True)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 @pytest.fixture
 def without_log8():
     """The Cython term sums' fallback loops (libmvec's log), where AVX-512
@@ -555,6 +585,10 @@ def test_fallback_loops_match_the_reference(name, without_log8):
         for case in _edge_ids():
             test_edge_cases_match_reference(name, case, dtype, "cython")
         test_every_row_length_of_the_vector_term_loops("cython", name, dtype)
+        if name == "js_div":
+            test_js_where_one_weight_is_below_2_to_the_minus_54_of_the_other(
+                "cython", dtype
+            )
     if name in TWO:
         for k in (5, 100, 1300):
             test_float32_checks_in_the_term_loop("cython", name, k)

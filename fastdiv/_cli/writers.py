@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from fastdiv._cli.errors import InputError, Terminated, termination_requested
+from fastdiv._cli.errors import InputError, stop_if_signalled, termination_requested
 from fastdiv._cli.readers import file_format, split_key
 
 
@@ -88,9 +88,10 @@ def atomic_output(out):
             raise _unwritable(shown, exc) from None
         raise
     if termination_requested():
-        # SIGTERM came while the body ran, and its exception was lost.
+        # SIGTERM or SIGINT came while the body ran, and its exception was
+        # lost.
         _discard(tmp)
-        raise Terminated()
+        stop_if_signalled()
     try:
         # mkstemp makes the file private (0600); give it the permissions a
         # plain open() would have.

@@ -153,8 +153,10 @@ def _js_term(a, b):
     """
     s = a + b
     d = (a - b) / s
-    ta = a * log_f64(1.0 + d)
-    tb = b * log_f64(1.0 - d)
+    # d rounds to +-1 where one weight is below 2^-54 of s: 1 -+ d is then 0
+    # although 2b / s (2a / s) is not, and the log is taken of that instead.
+    ta = a * log_f64(1.0 + d if d != -1.0 else (a + a) / s)
+    tb = b * log_f64(1.0 - d if d != 1.0 else (b + b) / s)
     t_log = (0.0 if a == 0.0 else ta) + (0.0 if b == 0.0 else tb)
     z = d * d
     series = 1.0 + z * (

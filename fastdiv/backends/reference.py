@@ -250,7 +250,13 @@ def js_rows(p: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
     with np.errstate(divide="ignore", invalid="ignore"):
         s = p + q
         d = (p - q) / s
-        terms = _weighted(p, np.log1p(d)) + _weighted(q, np.log1p(-d))
+        # Where q / s < 2^-54, d rounds to 1 and log(1 - d) to -inf although
+        # 2q / s > 0: the log is then taken of 2q / s itself (and of 2p / s
+        # where d rounds to -1). Elsewhere 1 -+ d is exact (Sterbenz) and d
+        # carries its 1.5 ulp, an error of eps s in the term.
+        lp = np.where(d == -1.0, np.log((p + p) / s), np.log1p(d))
+        lq = np.where(d == 1.0, np.log((q + q) / s), np.log1p(-d))
+        terms = _weighted(p, lp) + _weighted(q, lq)
         z = d * d
         series = 1.0 + z * (
             1.0 / 6 + z * (1.0 / 15 + z * (1.0 / 28 + z * (1.0 / 45 + z * (1.0 / 66))))

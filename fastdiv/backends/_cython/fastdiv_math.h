@@ -629,8 +629,16 @@ FD_T512 static inline __m512d fd_js8(__m512d p, __m512d q,
      * on unrelated rows (where some lane is almost always far). */
     if (near == 0xFF)
         return series;
-    __m512d lp = fd_log8(_mm512_add_pd(one, d), t);
-    __m512d lq = fd_log8(_mm512_sub_pd(one, d), t);
+    /* 1 + d or 1 - d is 0 where d rounds to -1 or 1: 2p / s or 2q / s
+     * instead, as in fd_js_term */
+    __m512d ap = _mm512_add_pd(one, d), aq = _mm512_sub_pd(one, d);
+    __m512d zero = _mm512_setzero_pd();
+    ap = _mm512_mask_div_pd(ap, _mm512_cmp_pd_mask(ap, zero, _CMP_EQ_OQ),
+                            _mm512_add_pd(p, p), s);
+    aq = _mm512_mask_div_pd(aq, _mm512_cmp_pd_mask(aq, zero, _CMP_EQ_OQ),
+                            _mm512_add_pd(q, q), s);
+    __m512d lp = fd_log8(ap, t);
+    __m512d lq = fd_log8(aq, t);
     __m512d t_log = _mm512_add_pd(_mm512_maskz_mul_pd(fd_nonzero8(p), p, lp),
                                   _mm512_maskz_mul_pd(fd_nonzero8(q), q, lq));
     return _mm512_mask_blend_pd(near, t_log, series);
@@ -811,7 +819,11 @@ FD_TERM_SUM(fd_rel_entr_sum_f32, float, log(p / q), p == 0.0 ? 0.0 : p * lq,
 static inline double fd_js_term(double p, double q) {
     double s = p + q;
     double d = (p - q) / s;
-    double lp = log(1.0 + d), lq = log(1.0 - d);
+    /* Where q < 2^-54 s, d rounds to 1 and 1 - d to 0 although 2q / s is
+     * not: the log is taken of 2q / s then (of 2p / s where d is -1). */
+    double ap = d != -1.0 ? 1.0 + d : (p + p) / s;
+    double aq = d != 1.0 ? 1.0 - d : (q + q) / s;
+    double lp = log(ap), lq = log(aq);
     double t_log = (p == 0.0 ? 0.0 : p * lp) + (q == 0.0 ? 0.0 : q * lq);
     double z = d * d;
     double series =
