@@ -536,6 +536,7 @@ def nearest(p, q, k, out, metric, normalize, base, force, backend, threads, sche
                 client, P, Q, threads=threads, backend=backend, **kwargs
             )
     else:
+        _check_k(k, P, Q, p, q)
         with fastdiv.options(backend=backend, threads=threads):
             indices, values = _call(fastdiv.nearest, P, Q, **kwargs)
     with atomic_output(out) as tmp:
@@ -544,6 +545,22 @@ def nearest(p, q, k, out, metric, normalize, base, force, backend, threads, sche
                 np.savez(f, indices=indices, values=values)
             return
         _write_neighbours_csv(tmp, indices, values)
+
+
+def _check_k(k, P, Q, p_path, q_path):
+    """A k the rows to search cannot give, as an error naming their file."""
+    if P.shape[0] == 0:
+        return
+    if Q is None and k > P.shape[0] - 1:
+        raise InputError(
+            p_path,
+            f"has {P.shape[0]} rows, too few for k={k} neighbours (a row is "
+            "not its own neighbour); pass a smaller -k",
+        )
+    if Q is not None and k > Q.shape[0]:
+        raise InputError(
+            q_path, f"has {Q.shape[0]} rows, fewer than k={k}; pass a smaller -k"
+        )
 
 
 def _pairwise_on_cluster(

@@ -904,6 +904,7 @@ def test_nearest_of_empty_arrays_writes_the_library_result(tmp_path, shape):
     )
     if shape[0]:
         assert_bad_input(proc, "k=3")
+        assert "p.npy" in proc.stderr  # the file whose rows are too few
     else:
         assert proc.returncode == 0, proc.stderr
     assert leftovers(tmp_path) == []

@@ -159,8 +159,8 @@ def format_report(info: dict) -> str:
         lines.append(f"  {name:<14} {text}")
     lines += [
         "",
-        f"threads:         {info['threads']} (FASTDIV_NUM_THREADS or "
-        "fastdiv --threads change it)",
+        f"threads:         {info['threads']} (FASTDIV_NUM_THREADS, or --threads "
+        "of the computing subcommands, changes it)",
         f"numba threads:   {info['numba_threads'] or 'n/a'}",
         f"OpenMP (Cython): {info['openmp']}",
         f"CPU:             {info['cpu']}",
