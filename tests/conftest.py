@@ -343,3 +343,19 @@ def compiled_backend(request) -> str:
 def rng():
     """A fixed-seed generator, so that a failure can be reproduced."""
     return np.random.default_rng(20240601)
+
+
+@pytest.fixture
+def log8_off():
+    """log8_off(module) turns the inline AVX-512 log of a Cython module
+    (_divergence, _pairwise) off for the test, so that its fallback loops
+    (libmvec's log) run on a CPU that has AVX-512F too."""
+    undo = []
+
+    def off(module: str) -> None:
+        cy = pytest.importorskip(f"fastdiv.backends._cython.{module}")
+        undo.append((cy, cy.use_log8(False)))
+
+    yield off
+    for cy, was in reversed(undo):
+        cy.use_log8(was)

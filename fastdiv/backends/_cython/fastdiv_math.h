@@ -665,6 +665,15 @@ FD_TERMS8(fd_js_terms8_f32, float, fd_load8_f32, fd_js8)
 
 #undef FD_TERMS8
 
+/* One vector of a row into its check: the lanes added to *sum, the
+ * entries < 0 counted into *negatives. */
+FD_T512 static inline void fd_tally8(__m512d v, __m512d *sum,
+                                     long long *negatives) {
+    *sum = _mm512_add_pd(*sum, v);
+    *negatives += __builtin_popcount(
+        _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ));
+}
+
 /* The sum of VTERM over two rows with their checks (see FD_CHECKED_SUM
  * below) in the same vector loop: the sums of x and y in eight lanes,
  * added across them at the end (a fixed order, as every sum here), the
@@ -675,10 +684,9 @@ FD_TERMS8(fd_js_terms8_f32, float, fd_load8_f32, fd_js8)
     FD_T512 static double NAME(const TX *x, const TX *y, ptrdiff_t n,        \
                                double *stats, long long *negatives) {        \
         fd_log8_tables t = fd_log8_load();                                   \
-        const __m512d zero = _mm512_setzero_pd();                            \
         double buf[FD_CHUNK];                                                \
         double total = 0.0;                                                  \
-        __m512d sx = zero, sy = zero;                                        \
+        __m512d sx = _mm512_setzero_pd(), sy = sx;                           \
         long long nx = 0, ny = 0;                                            \
         for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {                     \
             ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
@@ -687,12 +695,8 @@ FD_TERMS8(fd_js_terms8_f32, float, fd_load8_f32, fd_js8)
                 __m512d p = LOAD8(x + j0 + j, live);                         \
                 __m512d q = LOAD8(y + j0 + j, live);                         \
                 _mm512_mask_storeu_pd(buf + j, live, VTERM(p, q, &t));       \
-                sx = _mm512_add_pd(sx, p);                                   \
-                sy = _mm512_add_pd(sy, q);                                   \
-                nx += __builtin_popcount(                                    \
-                    _mm512_cmp_pd_mask(p, zero, _CMP_LT_OQ));                \
-                ny += __builtin_popcount(                                    \
-                    _mm512_cmp_pd_mask(q, zero, _CMP_LT_OQ));                \
+                fd_tally8(p, &sx, &nx);                                      \
+                fd_tally8(q, &sy, &ny);                                      \
             }                                                                \
             total += fd_sum_f64(buf, len);                                   \
         }                                                                    \
@@ -718,10 +722,9 @@ FD_CHECKED_TERMS8(fd_js_checked8_f32, float, fd_load8_f32, fd_js8)
     FD_T512 static double NAME(const TX *x, ptrdiff_t n, double *sum,        \
                                long long *negatives) {                       \
         fd_log8_tables t = fd_log8_load();                                   \
-        const __m512d zero = _mm512_setzero_pd();                            \
         double buf[FD_CHUNK];                                                \
         double total = 0.0;                                                  \
-        __m512d sx = zero;                                                   \
+        __m512d sx = _mm512_setzero_pd();                                    \
         long long nx = 0;                                                    \
         for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {                     \
             ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
@@ -729,9 +732,7 @@ FD_CHECKED_TERMS8(fd_js_checked8_f32, float, fd_load8_f32, fd_js8)
                 __mmask8 live = fd_lanes8(j, len);                           \
                 __m512d p = LOAD8(x + j0 + j, live);                         \
                 _mm512_mask_storeu_pd(buf + j, live, fd_xlogy8(p, p, &t));   \
-                sx = _mm512_add_pd(sx, p);                                   \
-                nx += __builtin_popcount(                                    \
-                    _mm512_cmp_pd_mask(p, zero, _CMP_LT_OQ));                \
+                fd_tally8(p, &sx, &nx);                                      \
             }                                                                \
             total += fd_sum_f64(buf, len);                                   \
         }                                                                    \
