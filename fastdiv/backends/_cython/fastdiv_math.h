@@ -633,10 +633,13 @@ FD_T512 static inline __m512d fd_js8(__m512d p, __m512d q,
      * instead, as in fd_js_term */
     __m512d ap = _mm512_add_pd(one, d), aq = _mm512_sub_pd(one, d);
     __m512d zero = _mm512_setzero_pd();
-    ap = _mm512_mask_div_pd(ap, _mm512_cmp_pd_mask(ap, zero, _CMP_EQ_OQ),
-                            _mm512_add_pd(p, p), s);
-    aq = _mm512_mask_div_pd(aq, _mm512_cmp_pd_mask(aq, zero, _CMP_EQ_OQ),
-                            _mm512_add_pd(q, q), s);
+    __mmask8 zp = _mm512_cmp_pd_mask(ap, zero, _CMP_EQ_OQ);
+    __mmask8 zq = _mm512_cmp_pd_mask(aq, zero, _CMP_EQ_OQ);
+    /* rare, and a masked division costs a whole one: only when needed */
+    if (zp | zq) {
+        ap = _mm512_mask_div_pd(ap, zp, _mm512_add_pd(p, p), s);
+        aq = _mm512_mask_div_pd(aq, zq, _mm512_add_pd(q, q), s);
+    }
     __m512d lp = fd_log8(ap, t);
     __m512d lq = fd_log8(aq, t);
     __m512d t_log = _mm512_add_pd(_mm512_maskz_mul_pd(fd_nonzero8(p), p, lp),
