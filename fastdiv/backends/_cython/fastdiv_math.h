@@ -199,56 +199,61 @@ FD_SUM(fd_sum_f32, float, FD_LOAD4F_AS_D)
 
 /* Largest entry of x[0..n), skipping NaN (a NaN never compares greater);
  * -inf when n == 0 or every entry is NaN or -inf. Callers that must see a
- * NaN detect it elsewhere (it propagates through the exp sums). */
-static FD_HOT double fd_max_f64(const double *x, ptrdiff_t n) {
-    const double ninf = -HUGE_VAL;
-    fd_v4d m0 = {ninf, ninf, ninf, ninf}, m1 = m0;
-    ptrdiff_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        fd_v4d v0, v1;
-        FD_LOAD4D(v0, x + j);
-        FD_LOAD4D(v1, x + j + 4);
-        fd_v4l g0 = v0 > m0, g1 = v1 > m1;
-        m0 = (fd_v4d)(((fd_v4l)v0 & g0) | ((fd_v4l)m0 & ~g0));
-        m1 = (fd_v4d)(((fd_v4l)v1 & g1) | ((fd_v4l)m1 & ~g1));
-    }
-    double m = ninf;
-    for (int l = 0; l < 4; l++) {
-        if (m0[l] > m)
-            m = m0[l];
-        if (m1[l] > m)
-            m = m1[l];
-    }
-    for (; j < n; j++)
-        if (x[j] > m)
-            m = x[j];
-    return m;
-}
+ * NaN detect it elsewhere (it propagates through the exp sums).
+ *
+ * Four accumulators: the running maximum is a chain of a compare and a
+ * blend, and with fewer chains the loop waits on their latency. A maximum
+ * does not depend on the order of its comparisons, so the lanes change no
+ * result. On a core here (Intel Xeon, rows in L1), against two chains:
+ * float 0.13 -> 0.077 ns per entry at 848 entries, double 0.26 -> 0.16;
+ * the same at 8 to 30 entries. Four 64-byte chains were faster still on
+ * long rows (0.050 and 0.094) but 2x slower below 50 entries, where the
+ * lanes of one zmm register cost more to fold than the row to scan. */
 
-static FD_HOT double fd_max_f32(const float *x, ptrdiff_t n) {
-    const float ninf = -HUGE_VALF;
-    fd_v8f m0 = {ninf, ninf, ninf, ninf, ninf, ninf, ninf, ninf}, m1 = m0;
-    ptrdiff_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        fd_v8f v0, v1;
-        memcpy(&v0, x + j, sizeof v0);
-        memcpy(&v1, x + j + 8, sizeof v1);
-        fd_v8i g0 = v0 > m0, g1 = v1 > m1;
-        m0 = (fd_v8f)(((fd_v8i)v0 & g0) | ((fd_v8i)m0 & ~g0));
-        m1 = (fd_v8f)(((fd_v8i)v1 & g1) | ((fd_v8i)m1 & ~g1));
+/* m = v where v > m, lane by lane (a NaN in v never is). */
+#define FD_MAX_STEP(VX, VI, m, p)                                            \
+    do {                                                                     \
+        VX v_;                                                               \
+        memcpy(&v_, (p), sizeof v_);                                         \
+        VI g_ = v_ > (m);                                                    \
+        (m) = (VX)(((VI)v_ & g_) | ((VI)(m) & ~g_));                         \
+    } while (0)
+
+#define FD_MAX(NAME, TX, VX, VI, LANES, NINF)                                \
+    static FD_HOT double NAME(const TX *x, ptrdiff_t n) {                    \
+        VX a0;                                                               \
+        for (int l = 0; l < LANES; l++)                                      \
+            a0[l] = NINF;                                                    \
+        VX a1 = a0, a2 = a0, a3 = a0;                                        \
+        ptrdiff_t j = 0;                                                     \
+        for (; j + 4 * LANES <= n; j += 4 * LANES) {                         \
+            FD_MAX_STEP(VX, VI, a0, x + j);                                  \
+            FD_MAX_STEP(VX, VI, a1, x + j + LANES);                          \
+            FD_MAX_STEP(VX, VI, a2, x + j + 2 * LANES);                      \
+            FD_MAX_STEP(VX, VI, a3, x + j + 3 * LANES);                      \
+        }                                                                    \
+        for (; j + LANES <= n; j += LANES)                                   \
+            FD_MAX_STEP(VX, VI, a0, x + j);                                  \
+        /* The accumulators hold no NaN: fold them as vectors, then the  \
+         * lanes. */                                                         \
+        FD_MAX_STEP(VX, VI, a0, &a1);                                        \
+        FD_MAX_STEP(VX, VI, a2, &a3);                                        \
+        FD_MAX_STEP(VX, VI, a0, &a2);                                        \
+        TX m = NINF;                                                         \
+        for (int l = 0; l < LANES; l++)                                      \
+            if (a0[l] > m)                                                   \
+                m = a0[l];                                                   \
+        for (; j < n; j++)                                                   \
+            if (x[j] > m)                                                    \
+                m = x[j];                                                    \
+        return (double)m;                                                    \
     }
-    float m = ninf;
-    for (int l = 0; l < 8; l++) {
-        if (m0[l] > m)
-            m = m0[l];
-        if (m1[l] > m)
-            m = m1[l];
-    }
-    for (; j < n; j++)
-        if (x[j] > m)
-            m = x[j];
-    return (double)m;
-}
+
+FD_MAX(fd_max_f64, double, fd_v4d, fd_v4l, 4, -HUGE_VAL)
+FD_MAX(fd_max_f32, float, fd_v8f, fd_v8i, 8, -HUGE_VALF)
+
+#undef FD_MAX
+#undef FD_MAX_STEP
 
 /* ------------------------------------------------------------------------
  * Shifted exponentials of a row: the core of softmax and logsumexp.
