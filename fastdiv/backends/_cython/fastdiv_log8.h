@@ -120,12 +120,23 @@ FD_T512 static inline __mmask8 fd_lanes8(ptrdiff_t j0, ptrdiff_t n) {
     return n - j0 >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - j0)) - 1u);
 }
 
-/* Eight entries of a row as doubles, 0 in the lanes that do not exist. */
+/* Eight entries of a row as doubles, 0 in the lanes that do not exist.
+ *
+ * A masked load only where a lane is missing (the tail of a row): on this
+ * Intel Xeon, rows read with masked loads alone ran at memory's pace far
+ * below its bandwidth, as if the prefetchers did not follow them. Entropy
+ * of (1_000_000, 100) on a core: 2.37 -> 0.77 ns per entry in float32,
+ * 2.38 -> 0.96 in float64; KL 2.42 -> 0.94; rows that fit in cache were
+ * 0.88 -> 0.74. */
 FD_T512 static inline __m512d fd_load8_f64(const double *x, __mmask8 live) {
+    if (live == 0xFF)
+        return _mm512_loadu_pd(x);
     return _mm512_maskz_loadu_pd(live, x);
 }
 
 FD_T512 static inline __m512d fd_load8_f32(const float *x, __mmask8 live) {
+    if (live == 0xFF)
+        return _mm512_cvtps_pd(_mm256_loadu_ps(x));
     __m512 v = _mm512_maskz_loadu_ps((__mmask16)live, x);
     return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
 }
