@@ -16,7 +16,9 @@ L1/L2 cache after the first:
    rows from the vectorised :func:`numba_math.exp_f64`; for float32 rows
    from :func:`numba_math.exp_f32_of_f64`, whose range reduction runs in
    float64 and its polynomial in float32 (twice the lanes per vector,
-   1.6x faster), so that s_j loses no accuracy to float32;
+   1.6x faster), so that s_j loses no accuracy to float32; where 1 / T
+   is a power of two (T = 1 first of all) a float32 row's s_j is formed
+   in float32 alone as an exact sum hi + lo (:func:`_exps_float`);
 3. the sums c = #{j : e_j = 1} and r = sum of the other e_j, in float64
    with vector partial sums, then the scaled output.
 
@@ -36,7 +38,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from fastdiv.backends.numba_math import exp_f64, exp_like, log_f64, maxnum
+from fastdiv.backends.numba_math import exp_f32, exp_f64, exp_like, log_f64, maxnum
 
 __all__ = [
     "softmax_rows",
@@ -126,7 +128,9 @@ def _exp_shifted(x, m, temperature, buf):
     # The maximum's own s must be exactly 0 (a positive one would make its
     # exp overflow for huge logits), so top is scaled like the entries.
     top = m * inv if multiply else m / temperature
-    if temperature >= 1.0:
+    if _float_exact(x, inv, top, temperature):
+        _exps_float(x, inv, top if temperature >= 1.0 else m, temperature >= 1.0, buf)
+    elif temperature >= 1.0:
         if multiply:
             for j in range(k):
                 buf[j] = exp_like(np.float64(x[j]) * inv - top, buf)
@@ -140,6 +144,96 @@ def _exp_shifted(x, m, temperature, buf):
         for j in range(k):
             buf[j] = exp_like((np.float64(x[j]) - m) / temperature, buf)
     return top
+
+
+def _float_exact(x, inv, top, temperature):
+    """Whether the s_j of a float32 row can be formed in float32 alone, as
+    an exact sum hi + lo (:func:`_exps_float`): 1 / T is a power of two
+    in float32's normal range (T = 1 first of all) and, for T >= 1, the
+    subtracted top = m / T is a float32 (for T < 1 it is m, an entry).
+    Never for float64 rows (the Python body, for code run without the JIT).
+    """
+    if x.dtype != np.float32 or math.frexp(inv)[0] != 0.5:
+        return False
+    if not 2.0**-126 <= inv <= 2.0**126:
+        return False
+    return temperature < 1.0 or float(np.float32(top)) == top
+
+
+@overload(_float_exact, jit_options=_OPTS)
+def _float_exact_impl(x, inv, top, temperature):
+    if x.dtype != types.float32:
+        return lambda x, inv, top, temperature: False
+
+    def impl(x, inv, top, temperature):
+        if math.frexp(inv)[0] != 0.5 or not 2.0**-126 <= inv <= 2.0**126:
+            return False
+        return temperature < 1.0 or np.float64(np.float32(top)) == top
+
+    return impl
+
+
+# Below this s, exp(s) is 0 in float32 (exp_f32 clamps at -104 anyway):
+# hi is clamped here so that hi and lo stay finite (-inf, whose two-sum
+# error is NaN, lands here and gives 0).
+_FLOAT_LIM = np.float32(-160.0)
+
+
+def _exps_float(x, inv, v, scale_first, buf):
+    """buf[j] = exp(s_j) of a float32 row in float32 arithmetic alone, on
+    the conditions of :func:`_float_exact`; the Python body, for code run
+    without the JIT, goes through float64."""
+    for j in range(x.shape[0]):
+        xj = float(x[j])
+        sj = xj * inv - v if scale_first else (xj - v) * inv
+        buf[j] = math.exp(max(sj, -160.0))
+
+
+@overload(_exps_float, jit_options=_OPTS)
+def _exps_float_impl(x, inv, v, scale_first, buf):
+    # The float-only twin of the float64 shift: with one of the two
+    # subtracted values 0, s_j = u - w for floats u, w (x_j / T and top,
+    # or x_j and m), Knuth's two-sum gives hi = fl(u - w) and its exact
+    # error lo, and 1 / T, a power of two, scales both exactly. Then
+    # exp(s_j) = exp(hi) exp(lo) ~ exp_f32(hi) (1 + lo), to about a
+    # float32 ulp, at twice the lanes of a float64 shift and exponent
+    # (the Cython kernels do the same: fd_exps_f32_exact).
+    if buf.dtype != types.float32:
+        # Never called (_float_exact is False for float64 rows), but typed.
+        def impl64(x, inv, v, scale_first, buf):
+            for j in range(x.shape[0]):
+                sj = x[j] * inv - v if scale_first else (x[j] - v) * inv
+                buf[j] = exp_f64(sj)
+
+        return impl64
+
+    def impl(x, inv, v, scale_first, buf):
+        a = np.float32(inv)
+        w = np.float32(v)
+        zero = np.float32(0.0)
+        one = np.float32(1.0)
+        if scale_first:
+            for j in range(x.shape[0]):
+                u = x[j] * a
+                hi = u - w
+                back = hi - u
+                lo = (u - (hi - back)) - (w + back)
+                lo = zero if hi < _FLOAT_LIM else lo
+                hi = _FLOAT_LIM if hi < _FLOAT_LIM else hi
+                buf[j] = exp_f32(hi) * (one + lo)
+        else:
+            for j in range(x.shape[0]):
+                u = x[j]
+                hi = u - w
+                back = hi - u
+                lo = (u - (hi - back)) - (w + back)
+                hi = hi * a
+                lo = lo * a
+                lo = zero if hi < _FLOAT_LIM else lo
+                hi = _FLOAT_LIM if hi < _FLOAT_LIM else hi
+                buf[j] = exp_f32(hi) * (one + lo)
+
+    return impl
 
 
 @numba.njit(fastmath={"reassoc"}, **_OPTS)
