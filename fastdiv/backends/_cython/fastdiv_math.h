@@ -652,6 +652,15 @@ FD_T512 static inline __m512d fd_js8(__m512d p, __m512d q,
     return _mm512_mask_blend_pd(near, t_log, series);
 }
 
+/* The vector loops below ask for the lines 1 KB ahead of their rows. On
+ * this Intel Xeon the hardware prefetchers did not keep them fed: float32
+ * entropy of 50M entries on a core took 1.9-2.0 ns per entry in rows of
+ * 256 to 10_000 (0.85 in rows of 100), 0.65-0.7 in cache; with these
+ * hints, 0.69-0.74 at every row length. 1 KB is about 20 lines of float
+ * input, some 100-200 ns ahead at these loops' pace, a memory latency. A
+ * hint past the end of an array is harmless: prefetches never fault. */
+#define FD_PREFETCH(p) _mm_prefetch((const char *)(p) + 1024, _MM_HINT_T0)
+
 /* buf[j] = VTERM(x_j, y_j) for j < n, the rows of TX widened to double. */
 #define FD_TERMS8(NAME, TX, LOAD8, VTERM)                                    \
     FD_T512 static void NAME(const TX *x, const TX *y, ptrdiff_t n,          \
@@ -659,6 +668,8 @@ FD_T512 static inline __m512d fd_js8(__m512d p, __m512d q,
         fd_log8_tables t = fd_log8_load();                                   \
         for (ptrdiff_t j = 0; j < n; j += 8) {                               \
             __mmask8 live = fd_lanes8(j, n);                                 \
+            FD_PREFETCH(x + j);                                              \
+            FD_PREFETCH(y + j);                                              \
             __m512d p = LOAD8(x + j, live), q = LOAD8(y + j, live);          \
             _mm512_mask_storeu_pd(buf + j, live, VTERM(p, q, &t));           \
         }                                                                    \
@@ -700,6 +711,8 @@ FD_T512 static inline void fd_tally8(__m512d v, __m512d *sum,
             ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
             for (ptrdiff_t j = 0; j < len; j += 8) {                         \
                 __mmask8 live = fd_lanes8(j, len);                           \
+                FD_PREFETCH(x + j0 + j);                                     \
+                FD_PREFETCH(y + j0 + j);                                     \
                 __m512d p = LOAD8(x + j0 + j, live);                         \
                 __m512d q = LOAD8(y + j0 + j, live);                         \
                 _mm512_mask_storeu_pd(buf + j, live, VTERM(p, q, &t));       \
@@ -738,6 +751,7 @@ FD_CHECKED_TERMS8(fd_js_checked8_f32, float, fd_load8_f32, fd_js8)
             ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;           \
             for (ptrdiff_t j = 0; j < len; j += 8) {                         \
                 __mmask8 live = fd_lanes8(j, len);                           \
+                FD_PREFETCH(x + j0 + j);                                     \
                 __m512d p = LOAD8(x + j0 + j, live);                         \
                 _mm512_mask_storeu_pd(buf + j, live, fd_xlogy8(p, p, &t));   \
                 fd_tally8(p, &sx, &nx);                                      \
@@ -753,6 +767,7 @@ FD_SELF_CHECKED8(fd_xlogx_checked8_f64, double, fd_load8_f64)
 FD_SELF_CHECKED8(fd_xlogx_checked8_f32, float, fd_load8_f32)
 
 #undef FD_SELF_CHECKED8
+#undef FD_PREFETCH
 
 /* FD_IF_LOG8(CALL) stmt: CALL where fd_log8 runs, stmt otherwise. */
 #define FD_IF_LOG8(CALL)                                                     \
