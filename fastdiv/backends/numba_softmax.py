@@ -146,37 +146,43 @@ def _exp_shifted(x, m, temperature, buf):
     return top
 
 
+@numba.njit(**_OPTS)
+def _float_shift_exact(inv, top, temperature):
+    """Whether s_j of a float32 row is an exact float32 sum hi + lo (see
+    :func:`_exps_float`): 1 / T is a power of two in float32's normal
+    range (T = 1 first of all) and, for T >= 1, the subtracted top = m / T
+    is a float32 (for T < 1 it is m, an entry)."""
+    if math.frexp(inv)[0] != 0.5 or not 2.0**-126 <= inv <= 2.0**126:
+        return False
+    return temperature < 1.0 or np.float64(np.float32(top)) == top
+
+
 def _float_exact(x, inv, top, temperature):
-    """Whether the s_j of a float32 row can be formed in float32 alone, as
-    an exact sum hi + lo (:func:`_exps_float`): 1 / T is a power of two
-    in float32's normal range (T = 1 first of all) and, for T >= 1, the
-    subtracted top = m / T is a float32 (for T < 1 it is m, an entry).
-    Never for float64 rows (the Python body, for code run without the JIT).
-    """
-    if x.dtype != np.float32 or math.frexp(inv)[0] != 0.5:
-        return False
-    if not 2.0**-126 <= inv <= 2.0**126:
-        return False
-    return temperature < 1.0 or float(np.float32(top)) == top
+    """:func:`_float_shift_exact` for float32 rows, never for float64 ones
+    (the Python body, for code run without the JIT)."""
+    return x.dtype == np.float32 and _float_shift_exact(inv, top, temperature)
 
 
 @overload(_float_exact, jit_options=_OPTS)
 def _float_exact_impl(x, inv, top, temperature):
     if x.dtype != types.float32:
         return lambda x, inv, top, temperature: False
-
-    def impl(x, inv, top, temperature):
-        if math.frexp(inv)[0] != 0.5 or not 2.0**-126 <= inv <= 2.0**126:
-            return False
-        return temperature < 1.0 or np.float64(np.float32(top)) == top
-
-    return impl
+    return lambda x, inv, top, temperature: _float_shift_exact(inv, top, temperature)
 
 
 # Below this s, exp(s) is 0 in float32 (exp_f32 clamps at -104 anyway):
 # hi is clamped here so that hi and lo stay finite (-inf, whose two-sum
 # error is NaN, lands here and gives 0).
 _FLOAT_LIM = np.float32(-160.0)
+
+
+@numba.njit(**_OPTS)
+def _exp_hi_lo(hi, lo):
+    """exp(hi + lo) ~ exp_f32(hi) (1 + lo) for float32 hi, lo with |lo| at
+    most an ulp of hi; 0 below _FLOAT_LIM, NaN for NaN."""
+    lo = np.float32(0.0) if hi < _FLOAT_LIM else lo
+    hi = _FLOAT_LIM if hi < _FLOAT_LIM else hi
+    return exp_f32(hi) * (np.float32(1.0) + lo)
 
 
 def _exps_float(x, inv, v, scale_first, buf):
@@ -210,28 +216,15 @@ def _exps_float_impl(x, inv, v, scale_first, buf):
     def impl(x, inv, v, scale_first, buf):
         a = np.float32(inv)
         w = np.float32(v)
-        zero = np.float32(0.0)
-        one = np.float32(1.0)
-        if scale_first:
-            for j in range(x.shape[0]):
-                u = x[j] * a
-                hi = u - w
-                back = hi - u
-                lo = (u - (hi - back)) - (w + back)
-                lo = zero if hi < _FLOAT_LIM else lo
-                hi = _FLOAT_LIM if hi < _FLOAT_LIM else hi
-                buf[j] = exp_f32(hi) * (one + lo)
-        else:
-            for j in range(x.shape[0]):
-                u = x[j]
-                hi = u - w
-                back = hi - u
-                lo = (u - (hi - back)) - (w + back)
-                hi = hi * a
-                lo = lo * a
-                lo = zero if hi < _FLOAT_LIM else lo
-                hi = _FLOAT_LIM if hi < _FLOAT_LIM else hi
-                buf[j] = exp_f32(hi) * (one + lo)
+        # T >= 1: u = x_j a and no scaling after; T < 1: u = x_j, and hi,
+        # lo are scaled by a (exactly, a power of two).
+        b = np.float32(1.0) if scale_first else a
+        for j in range(x.shape[0]):
+            u = x[j] * a if scale_first else x[j]
+            hi = u - w
+            back = hi - u
+            lo = (u - (hi - back)) - (w + back)
+            buf[j] = _exp_hi_lo(hi * b, lo * b)
 
     return impl
 
