@@ -77,11 +77,14 @@ __all__ = [
     "exp_f64",
     "exp_f32",
     "exp_f32_of_f64",
+    "exp_f32_reduced",
     "exp_like",
+    "exps_like",
     "log_f64",
     "log_f32",
     "log_of",
     "maxnum",
+    "reduce_f32_of_f64",
 ]
 
 _F64 = ir.DoubleType()
@@ -311,7 +314,7 @@ _ONE_32 = numba.float32(1.0)
 
 
 @numba.njit(types.float32(types.float32, types.float32), cache=True, nogil=True)
-def _exp_f32_reduced(r, n):
+def exp_f32_reduced(r, n):
     """exp(r) 2**n in float32 for |r| <= ln 2 / 2 and an integer-valued n:
     the polynomial and the two-factor scaling of :func:`exp_f32`."""
     r2 = r * r
@@ -344,7 +347,7 @@ def exp_f32(x):
     n = _fma32(x, _LOG2E_32, _ROUND32) - _ROUND32
     r = _fma32(-n, _LN2_HI_32, x)
     r = _fma32(-n, _LN2_LO_32, r)
-    return _exp_f32_reduced(r, n)
+    return exp_f32_reduced(r, n)
 
 
 # A float64 argument rounded to float32 would lose |x| * 2**-24 of relative
@@ -355,6 +358,28 @@ def exp_f32(x):
 # 104 ln 2, so the error of the constant stays under 2**-45 in r.
 _EXP_HI_MIXED = 89.0
 _EXP_LO_MIXED = -104.0
+
+
+@numba.njit(types.UniTuple(types.float32, 2)(types.float64), cache=True, nogil=True)
+def reduce_f32_of_f64(x):
+    """(r, n) with exp(x) ~ exp_f32_reduced(r, n): the float64 range
+    reduction of :func:`exp_f32_of_f64`, r and n rounded to float32.
+
+    The first half of exp_f32_of_f64, for loops that run the halves apart:
+    in one loop LLVM gives the float32 polynomial the lanes of the float64
+    reduction (half a vector); in a loop of its own it gets a full one.
+
+    Examples
+    --------
+    >>> from fastdiv.backends.numba_math import exp_f32_reduced, reduce_f32_of_f64
+    >>> r, n = reduce_f32_of_f64(1.0)
+    >>> float(exp_f32_reduced(r, n)) == float(exp_f32_of_f64(1.0))
+    True
+    """
+    x = _EXP_HI_MIXED if x > _EXP_HI_MIXED else x
+    x = _EXP_LO_MIXED if x < _EXP_LO_MIXED else x
+    n64 = _fma64(x, _LOG2E, _ROUND64) - _ROUND64
+    return numba.float32(_fma64(-n64, _LN2_HI, x)), numba.float32(n64)
 
 
 @numba.njit(types.float32(types.float64), cache=True, nogil=True)
@@ -374,11 +399,8 @@ def exp_f32_of_f64(x):
     >>> float(exp_f32_of_f64(-1e300)), float(exp_f32_of_f64(1e300))
     (0.0, inf)
     """
-    x = _EXP_HI_MIXED if x > _EXP_HI_MIXED else x
-    x = _EXP_LO_MIXED if x < _EXP_LO_MIXED else x
-    n64 = _fma64(x, _LOG2E, _ROUND64) - _ROUND64
-    r = numba.float32(_fma64(-n64, _LN2_HI, x))
-    return _exp_f32_reduced(r, numba.float32(n64))
+    r, n = reduce_f32_of_f64(x)
+    return exp_f32_reduced(r, n)
 
 
 def exp_like(s, like):
@@ -397,6 +419,40 @@ def _exp_like_impl(s, like):
     if like.dtype == types.float32:
         return lambda s, like: exp_f32_of_f64(s)
     return lambda s, like: exp_f64(s)
+
+
+def exps_like(s, e, work):
+    """e[u] = exp(s[u]) for a float64 array s, in the dtype of e.
+
+    float32 scratch ``work`` as long as s (unused for float64 e). In
+    compiled code a float32 e gets :func:`exp_f32_of_f64` in two loops, the
+    float64 range reduction and then the float32 polynomial, with the same
+    bits as one loop: in one loop LLVM runs the polynomial at the lanes of
+    the float64 half (8 to a 512-bit vector), alone at 16. This Python body
+    gives the same to rounding, for code run without the JIT.
+    """
+    for u in range(s.shape[0]):
+        e[u] = exp_like(s[u], e)
+
+
+@overload(exps_like, jit_options=dict(nogil=True, fastmath=False))
+def _exps_like_impl(s, e, work):
+    if e.dtype != types.float32:
+
+        def exps_f64(s, e, work):
+            for u in range(s.shape[0]):
+                e[u] = exp_f64(s[u])
+
+        return exps_f64
+
+    def exps_f32(s, e, work):
+        # r goes to e and n to work, then e[u] = exp(r) 2**n in place.
+        for u in range(s.shape[0]):
+            e[u], work[u] = reduce_f32_of_f64(s[u])
+        for u in range(s.shape[0]):
+            e[u] = exp_f32_reduced(e[u], work[u])
+
+    return exps_f32
 
 
 # ==========================================================================

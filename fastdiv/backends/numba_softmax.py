@@ -38,7 +38,14 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from fastdiv.backends.numba_math import exp_f32, exp_f64, exp_like, log_f64, maxnum
+from fastdiv.backends.numba_math import (
+    exp_f32,
+    exp_f64,
+    exp_like,
+    exps_like,
+    log_f64,
+    maxnum,
+)
 
 __all__ = [
     "softmax_rows",
@@ -335,7 +342,7 @@ def _rows_per_task(k):
 
 
 @numba.njit(**_OPTS)
-def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops, ones, rest):
+def _short_rows_exps(x, temperature, r0, r1, s, e, work, maxima, tops, ones, rest):
     """The shift, exp and sum passes of rows r0:r1 of short rows.
 
     For k below _SHORT a loop over one row never reaches the vector code
@@ -385,8 +392,7 @@ def _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops, ones, rest):
     else:
         for u in range(nr * k):
             s[u] = (np.float64(xs[u]) - s[u]) / temperature
-    for u in range(nr * k):
-        e[u] = exp_like(s[u], e)
+    exps_like(s, e, work)
     ones[:nr] = 0.0
     rest[:nr] = 0.0
     for j in range(k):
@@ -434,11 +440,12 @@ def _short_task(x, temperature, r0, r1):
     nr = r1 - r0
     s = np.empty(nr * k, np.float64)
     e = np.empty(nr * k, x.dtype)
+    work = np.empty(nr * k if x.itemsize == 4 else 0, np.float32)
     maxima = np.empty(nr)
     tops = np.empty(nr)
     ones = np.empty(nr)
     rest = np.empty(nr)
-    _short_rows_exps(x, temperature, r0, r1, s, e, maxima, tops, ones, rest)
+    _short_rows_exps(x, temperature, r0, r1, s, e, work, maxima, tops, ones, rest)
     return s, e, maxima, tops, ones, rest
 
 
