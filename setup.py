@@ -99,7 +99,7 @@ def extensions() -> list[Extension]:
     here = os.path.dirname(os.path.abspath(__file__))
     headers = [
         os.path.join("fastdiv", "backends", "_cython", name)
-        for name in ("fastdiv_math.h", "fastdiv_log8.h")
+        for name in ("fastdiv_math.h", "fastdiv_log8.h", "fastdiv_exp8.h")
     ]
     sources = sorted(glob(os.path.join("fastdiv", "backends", "_cython", "*.pyx")))
     # FASTDIV_BUILD_ONLY=_softmax,_omp builds only those modules (development).

@@ -359,3 +359,14 @@ def log8_off():
     yield off
     for cy, was in reversed(undo):
         cy.use_log8(was)
+
+
+@pytest.fixture
+def exp8_off():
+    """Turns the inline AVX-512 exps of the Cython softmax kernels off for
+    the test, so that their fallback loops (libmvec's exp) run on a CPU that
+    has AVX-512F too."""
+    cy = pytest.importorskip("fastdiv.backends._cython._softmax")
+    was = cy.use_exp8(False)
+    yield
+    cy.use_exp8(was)

@@ -322,6 +322,24 @@ def test_float32_power_of_two_temperatures_match_reference(backend, temperature)
         assert_same(got, want, what=f"{fn.__name__} T=2**{np.log2(temperature):g}")
 
 
+def test_fallback_exp_loops_match_the_reference(exp8_off):
+    # On a CPU with AVX-512F the Cython exp passes take the inline exps of
+    # fastdiv_exp8.h; the loops that other CPUs run get the same tests here.
+    for case in EDGE_CASES:
+        test_edge_cases_match_reference(case, "cython")
+    for dtype in (np.float32, np.float64):
+        for k in (1, 5, 15, 17):
+            test_many_short_rows_with_special_rows_match_reference(
+                "cython", dtype, k, 0.3
+            )
+            test_many_short_rows_with_special_rows_match_reference(
+                "cython", dtype, k, 1.0
+            )
+    for temperature in (2.0**-20, 1.0, 2.0**126):
+        test_float32_power_of_two_temperatures_match_reference("cython", temperature)
+    test_logsumexp_keeps_small_terms("cython")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [7, 257])  # short rows take a path of their own
 def test_one_and_two_threads_bit_identical(compiled_backend, dtype, k):

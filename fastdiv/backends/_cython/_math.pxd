@@ -23,6 +23,19 @@ cdef extern from "fastdiv_math.h" nogil:
     void fd_log8_init()
     void fd_log8_enable(int on)
 
+    # fastdiv_exp8.h: fd_exp8_init() sets fd_use_exp8 where the CPU has
+    # AVX-512F; the exp passes (fd_exp_shift_sum, fd_short_exps) then use
+    # its inline exps. Each module that calls them runs fd_exp8_init() at
+    # import.
+    int fd_use_exp8
+    void fd_exp8_init()
+    void fd_exp8_enable(int on)
+
+    # e[j] = exp(s[j]) (e may be s); e[j] = exp(hi[j]) (1 + lo[j]) in float.
+    void fd_exps_f64(const double *s, Py_ssize_t n, double *e)
+    void fd_expf_hilo(const float *hi, const float *lo, Py_ssize_t n,
+                      float *e)
+
     # Largest entry, skipping NaN; -inf for an empty or all-NaN/-inf row.
     double fd_max_f64(const double *x, Py_ssize_t n)
     double fd_max_f32(const float *x, Py_ssize_t n)

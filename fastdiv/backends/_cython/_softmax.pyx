@@ -10,8 +10,9 @@ the results do not depend on the number of threads.
 
 A row with a finite maximum takes the fast path, three passes over a row
 that stays in cache: the maximum, the shifted exponentials (written to
-``out`` and summed in double), and the scaling. The exp is libmvec's vector
-exp through ``fastdiv_math.h``. A row whose maximum is not finite, or whose
+``out`` and summed in double), and the scaling. The exp is the inline
+AVX-512 one of ``fastdiv_exp8.h`` where the CPU has AVX-512F, libmvec's
+vector exp through ``fastdiv_math.h`` elsewhere. A row whose maximum is not finite, or whose
 sum turns out NaN, is redone by a scalar branch that applies the rules for
 +inf, all -inf and NaN rows. Rows of fewer than 16 entries are handled many
 at a time (``_short_rows``), since a loop over one of them never reaches
@@ -24,6 +25,24 @@ from cython cimport floating
 from libc.math cimport INFINITY, NAN, exp, fabs, frexp, isfinite, log, log1p
 
 from fastdiv.backends._cython cimport _math as fm
+
+# The exp passes take the inline AVX-512 exps where the CPU has AVX-512F.
+fm.fd_exp8_init()
+
+
+def exp8_in_use():
+    """Whether the exp passes take the AVX-512 exps of fastdiv_exp8.h."""
+    return bool(fm.fd_use_exp8)
+
+
+def use_exp8(bint on):
+    """Let the exp passes use the AVX-512 exps (where the CPU has them) or
+    not; for the tests of the fallback loops. Returns whether they were in
+    use."""
+    cdef bint was = fm.fd_use_exp8
+    fm.fd_exp8_enable(on)
+    return was
+
 
 
 # How s = z / T - max(z / T) is formed for one call: see _make_plan.
@@ -430,3 +449,20 @@ def logsumexp_weighted_rows(const floating[:, ::1] x, const floating[:, ::1] b,
     _check_shape("sign", sign.shape[0], 1, n, 1)
     for i in prange(n, schedule="static", nogil=True):
         _weighted_row(&x[i, 0], &b[i, 0], k, &plan, &out[i], &sign[i])
+
+
+def kernel_exp(const floating[::1] s, floating[::1] out):
+    """out[j] = exp(s[j]) by the exp of the exp passes, for the accuracy
+    tests (float: the float exp of hi = s[j] with a low part of 0)."""
+    cdef Py_ssize_t j, n = s.shape[0]
+    _check_shape("out", out.shape[0], 1, n, 1)
+    if n == 0:
+        return
+    if floating is double:
+        fm.fd_exps_f64(&s[0], n, &out[0])
+    else:
+        # out is the zero low part first: each lane reads it before its
+        # result goes there.
+        for j in range(n):
+            out[j] = 0.0
+        fm.fd_expf_hilo(&s[0], &out[0], n, &out[0])

@@ -48,6 +48,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "fastdiv_exp8.h"
 #include "fastdiv_log8.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&     \
@@ -267,22 +268,77 @@ FD_MAX(fd_max_f32, float, fd_v8f, fd_v8i, 8, -HUGE_VALF)
  * c = 0 for T < 1.
  * ---------------------------------------------------------------------- */
 
-/* float exp of a double argument s <= 0 (or NaN), to about 1 float ulp:
- * exp(s) = expf(hi) * exp(lo) ~ expf(hi) * (1 + lo) with hi = (float)s and
- * lo = s - hi, |lo| <= 2^-24 |s|. Below -160 expf is 0 anyway: s is
- * clamped at lim = -160 so that hi and lo stay finite (-inf gives 0, not
- * 0 * inf); a NaN stays NaN (the comparison is false for it).
- *
- * lim is passed in, laundered by FD_OPAQUE, rather than written as a
- * constant: with a constant GCC folds (float)lim into one arm of the
- * select, the other arm keeps a conversion that may trap, and under the
- * default -ftrapping-math the loop is then not if-converted, so not
- * vectorised. */
+/* e[j] = exp(s[j]) for j < n, e possibly s: fd_exp8 (fastdiv_exp8.h)
+ * where the CPU has AVX-512F, libmvec or libm otherwise. The exp passes
+ * below first write s_j for a chunk of a row (in L1) and then take the
+ * exps there, so that s_j has one definition on both paths. */
+static FD_HOT void fd_exp_libm_f64(const double *s, ptrdiff_t n, double *e) {
+    for (ptrdiff_t j = 0; j < n; j++)
+        e[j] = exp(s[j]);
+}
+
+static inline void fd_exps_f64(const double *s, ptrdiff_t n, double *e) {
+#if FD_LOG8
+    if (fd_use_exp8) {
+        fd_exp8_array(s, n, e);
+        return;
+    }
+#endif
+    fd_exp_libm_f64(s, n, e);
+}
+
+/* e[j] = exp(hi[j] + lo[j]) ~ expf(hi[j]) (1 + lo[j]) for j < n, to about
+ * a float ulp, for |lo| <= 2^-24 |hi|; e possibly hi. fd_exp16 where the
+ * CPU has AVX-512F, libmvec or libm otherwise. */
+static FD_HOT void fd_expf_hilo_libm(const float *hi, const float *lo,
+                                     ptrdiff_t n, float *e) {
+    for (ptrdiff_t j = 0; j < n; j++)
+        e[j] = expf(hi[j]) * (1.0f + lo[j]);
+}
+
+static inline void fd_expf_hilo(const float *hi, const float *lo, ptrdiff_t n,
+                                float *e) {
+#if FD_LOG8
+    if (fd_use_exp8) {
+        fd_exp16_hilo_array(hi, lo, n, e);
+        return;
+    }
+#endif
+    fd_expf_hilo_libm(hi, lo, n, e);
+}
+
+/* float exp of a double argument s <= 0 (or NaN), one at a time (the loss
+ * kernels), as fd_expf_of_double_array below has it with libmvec. */
 static inline float fd_expf_of_double(double s, double lim) {
     s = s < lim ? lim : s;
     float hi = (float)s;
     float lo = (float)(s - (double)hi);
     return expf(hi) * (1.0f + lo);
+}
+
+/* e[j] = float exp of the double s[j] <= 0 (or NaN), j < n: exp(s) =
+ * exp(hi) exp(lo) ~ exp(hi) (1 + lo) with hi = (float)s and lo = s - hi,
+ * |lo| <= 2^-24 |s|. Below -160 the float exp is 0 anyway: s is clamped
+ * at lim = -160 so that hi and lo stay finite (-inf gives 0, not 0 * inf);
+ * a NaN stays NaN (the comparison is false for it).
+ *
+ * lim is passed in, laundered by FD_OPAQUE, rather than written as a
+ * constant: with a constant GCC folds (float)lim into one arm of the
+ * select, the other arm keeps a conversion that may trap, and the loop is
+ * then not if-converted, so not vectorised. */
+static FD_HOT void fd_expf_of_double_array(const double *s, ptrdiff_t n,
+                                           double lim, float *e) {
+    float lo[FD_CHUNK];
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += FD_CHUNK) {
+        ptrdiff_t len = n - j0 < FD_CHUNK ? n - j0 : FD_CHUNK;
+        for (ptrdiff_t j = 0; j < len; j++) {
+            double v = s[j0 + j] < lim ? lim : s[j0 + j];
+            float hi = (float)v;
+            e[j0 + j] = hi;
+            lo[j] = (float)(v - (double)hi);
+        }
+        fd_expf_hilo(e + j0, lo, len, e + j0);
+    }
 }
 
 /* e_j = exp(s_j) into out[0..k) (or a stack buffer when out is NULL).
@@ -305,10 +361,11 @@ static FD_HOT double fd_exp_shift_sum_f64(const double *x, ptrdiff_t k,
         double *e = out ? out + j0 : buf;
         if (divide)
             for (ptrdiff_t j = 0; j < len; j++)
-                e[j] = exp((xs[j] - m) / a - c);
+                e[j] = (xs[j] - m) / a - c;
         else
             for (ptrdiff_t j = 0; j < len; j++)
-                e[j] = exp((xs[j] - m) * a - c);
+                e[j] = (xs[j] - m) * a - c;
+        fd_exps_f64(e, len, e);
         rest += ones ? fd_split_sum_f64(e, len, ones) : fd_sum_f64(e, len);
     }
     return rest;
@@ -335,43 +392,44 @@ static inline int fd_shift_is_float_exact(double m, double a, double c,
  * m), and Knuth's two-sum gives hi = fl(u - v) and its exact error lo. a
  * scales both exactly (a product that overflows or underflows stays as
  * harmless as in double: -inf, or an error below 2^-149). Then exp(s_j)
- * = expf(hi) exp(lo) ~ expf(hi) (1 + lo), as fd_expf_of_double has it:
- * the same hi and lo as the double path wherever its s_j is exact, so the
- * same results. Below lim the result is expf(lim) = 0 (and -inf, whose
- * two-sum error is NaN, lands there); a NaN stays NaN. */
+ * ~ exp(hi) (1 + lo), as fd_expf_of_double_array has it: the same hi and lo as
+ * the double path wherever its s_j is exact, so the same results. Below
+ * lim the result is exp(lim) = 0 (and -inf, whose two-sum error is NaN,
+ * lands there); a NaN stays NaN. hi goes to e, lo to the buffer lo. */
 static inline void fd_exps_f32_exact(const float *x, ptrdiff_t len, float m,
-                                     float a, float c, float lim, float *e) {
+                                     float a, float c, float lim, float *e,
+                                     float *lo) {
     if (m == 0.0f) {
         for (ptrdiff_t j = 0; j < len; j++) {
             float u = x[j] * a, v = c;
             float hi = u - v, back = hi - u;
-            float lo = (u - (hi - back)) - (v + back);
-            lo = hi < lim ? 0.0f : lo;
-            hi = hi < lim ? lim : hi;
-            e[j] = expf(hi) * (1.0f + lo);
+            float l = (u - (hi - back)) - (v + back);
+            lo[j] = hi < lim ? 0.0f : l;
+            e[j] = hi < lim ? lim : hi;
         }
     } else {
         for (ptrdiff_t j = 0; j < len; j++) {
             float u = x[j], v = m;
             float hi = u - v, back = hi - u;
-            float lo = (u - (hi - back)) - (v + back);
+            float l = (u - (hi - back)) - (v + back);
             hi *= a;
-            lo *= a;
-            lo = hi < lim ? 0.0f : lo;
-            hi = hi < lim ? lim : hi;
-            e[j] = expf(hi) * (1.0f + lo);
+            l *= a;
+            lo[j] = hi < lim ? 0.0f : l;
+            e[j] = hi < lim ? lim : hi;
         }
     }
+    fd_expf_hilo(e, lo, len, e);
 }
 
 /* Same for float input and output; s_j is computed in double and the
- * exponential in float (fd_expf_of_double), the sum in double; or all in
+ * exponential in float (fd_expf_of_double_array), the sum in double; or all in
  * float where fd_shift_is_float_exact allows. */
 static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
                                           double m, double a, double c,
                                           int divide, float *out,
                                           double *ones) {
-    float buf[FD_CHUNK];
+    float buf[FD_CHUNK], lo[FD_CHUNK];
+    double s[FD_CHUNK];
     double rest = 0.0, lim = -160.0;
     float limf = -160.0f;
     int exact = fd_shift_is_float_exact(m, a, c, divide);
@@ -383,14 +441,18 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
         ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;
         const float *xs = x + j0;
         float *e = out ? out + j0 : buf;
-        if (exact)
-            fd_exps_f32_exact(xs, len, (float)m, (float)a, (float)c, limf, e);
-        else if (divide)
-            for (ptrdiff_t j = 0; j < len; j++)
-                e[j] = fd_expf_of_double(((double)xs[j] - m) / a - c, lim);
-        else
-            for (ptrdiff_t j = 0; j < len; j++)
-                e[j] = fd_expf_of_double(((double)xs[j] - m) * a - c, lim);
+        if (exact) {
+            fd_exps_f32_exact(xs, len, (float)m, (float)a, (float)c, limf, e,
+                              lo);
+        } else {
+            if (divide)
+                for (ptrdiff_t j = 0; j < len; j++)
+                    s[j] = ((double)xs[j] - m) / a - c;
+            else
+                for (ptrdiff_t j = 0; j < len; j++)
+                    s[j] = ((double)xs[j] - m) * a - c;
+            fd_expf_of_double_array(s, len, lim, e);
+        }
         rest += ones ? fd_split_sum_f32(e, len, ones) : fd_sum_f32(e, len);
     }
     return rest;
@@ -455,8 +517,7 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
         else                                                                 \
             for (ptrdiff_t u = 0; u < nk; u++)                               \
                 s[u] = ((double)x[u] - s[u]) * a;                            \
-        for (ptrdiff_t u = 0; u < nk; u++)                                   \
-            e[u] = EXP;                                                      \
+        EXP;                                                                 \
         for (ptrdiff_t r = 0; r < nr; r++) {                                 \
             ones[r] = 0.0;                                                   \
             rest[r] = 0.0;                                                   \
@@ -470,8 +531,9 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
             }                                                                \
     }
 
-FD_SHORT_EXPS(fd_short_exps_f64, double, 1.0, exp(s[u]))
-FD_SHORT_EXPS(fd_short_exps_f32, float, 1.0f, fd_expf_of_double(s[u], lim))
+FD_SHORT_EXPS(fd_short_exps_f64, double, 1.0, fd_exps_f64(s, nk, e))
+FD_SHORT_EXPS(fd_short_exps_f32, float, 1.0f,
+              fd_expf_of_double_array(s, nk, lim, e))
 
 #undef FD_SHORT_EXPS
 
