@@ -14,8 +14,11 @@ numba = pytest.importorskip("numba")
 
 from fastdiv.backends.numba_math import (  # noqa: E402
     exp_f32,
+    exp_f32_nonpositive,
     exp_f32_of_f64,
     exp_f64,
+    exp_f64_nonpositive,
+    exp_nonpositive_like,
     log_f32,
     log_f64,
     log_of,
@@ -310,3 +313,38 @@ def test_log_of_takes_the_log_in_the_entry_dtype(dtype):
     # The plain Python body agrees to rounding.
     plain = np.array([log_of(v) for v in x])
     np.testing.assert_allclose(got, plain, rtol=2 * float(fi.eps), atol=0)
+
+
+@numba.njit
+def _exp_nonpositive_of_f64_as_f32(s):
+    return exp_nonpositive_like(s, np.empty(0, np.float32))
+
+
+@numba.njit
+def _exp_f32_of_f64_scalar(s):
+    return exp_f32_of_f64(s)
+
+
+@pytest.mark.parametrize(
+    "general, special, dtype",
+    [
+        (exp_f64, exp_f64_nonpositive, np.float64),
+        (exp_f32, exp_f32_nonpositive, np.float32),
+        (_exp_f32_of_f64_scalar, _exp_nonpositive_of_f64_as_f32, np.float64),
+    ],
+    ids=["f64", "f32", "f32_of_f64"],
+)
+def test_nonpositive_exps_have_the_bits_of_the_general_ones(general, special, dtype):
+    # The softmax kernels take the exps of shifted logits (never above 0)
+    # through the variants with a fixed split of 2**n; same bits everywhere
+    # on x <= 0: normal and subnormal results, 0, the clamps, -inf, NaN.
+    rng = np.random.default_rng(31)
+    lo = -760.0 if dtype is np.float64 else -110.0
+    x = np.concatenate(
+        [
+            rng.uniform(lo, 0.0, 300_000),
+            -np.abs(rng.standard_normal(10_000)) * 1e-6,
+            [0.0, -0.0, -np.inf, np.nan, lo, -745.13, -708.4, -103.3, -87.3],
+        ]
+    ).astype(dtype)
+    np.testing.assert_array_equal(_apply(special, x), _apply(general, x))

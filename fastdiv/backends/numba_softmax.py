@@ -39,10 +39,11 @@ from numba import prange, types
 from numba.extending import overload
 
 from fastdiv.backends.numba_math import (
-    exp_f32,
+    exp_f32_nonpositive,
     exp_f64,
-    exp_like,
-    exps_like,
+    exp_f64_nonpositive,
+    exp_nonpositive_like,
+    exps_nonpositive_like,
     log_f64,
     maxnum,
 )
@@ -131,7 +132,9 @@ def _exp_shifted(x, m, temperature, buf):
     The two orders of DESIGN.md: for T >= 1, x / T cannot overflow and the
     maximum of x / T is m / T; for T < 1 the subtraction comes first. When
     :func:`_multiplies` allows it (T = 1 above all) the division is a
-    multiplication by the reciprocal.
+    multiplication by the reciprocal. Every s_j is <= 0 (x_j <= m and the
+    rounding is monotonic), as the exps of :func:`numba_math.
+    exp_nonpositive_like` require.
     """
     k = x.shape[0]
     inv = 1.0 / temperature
@@ -144,16 +147,16 @@ def _exp_shifted(x, m, temperature, buf):
     elif temperature >= 1.0:
         if multiply:
             for j in range(k):
-                buf[j] = exp_like(np.float64(x[j]) * inv - top, buf)
+                buf[j] = exp_nonpositive_like(np.float64(x[j]) * inv - top, buf)
         else:
             for j in range(k):
-                buf[j] = exp_like(np.float64(x[j]) / temperature - top, buf)
+                buf[j] = exp_nonpositive_like(np.float64(x[j]) / temperature - top, buf)
     elif multiply:
         for j in range(k):
-            buf[j] = exp_like((np.float64(x[j]) - m) * inv, buf)
+            buf[j] = exp_nonpositive_like((np.float64(x[j]) - m) * inv, buf)
     else:
         for j in range(k):
-            buf[j] = exp_like((np.float64(x[j]) - m) / temperature, buf)
+            buf[j] = exp_nonpositive_like((np.float64(x[j]) - m) / temperature, buf)
     return top
 
 
@@ -193,7 +196,7 @@ def _exp_hi_lo(hi, lo):
     most an ulp of hi; 0 below _FLOAT_LIM, NaN for NaN."""
     lo = np.float32(0.0) if hi < _FLOAT_LIM else lo
     hi = _FLOAT_LIM if hi < _FLOAT_LIM else hi
-    return exp_f32(hi) * (np.float32(1.0) + lo)
+    return exp_f32_nonpositive(hi) * (np.float32(1.0) + lo)
 
 
 def _exps_float(x, inv, v, scale_first, buf):
@@ -220,7 +223,7 @@ def _exps_float_impl(x, inv, v, scale_first, buf):
         def impl64(x, inv, v, scale_first, buf):
             for j in range(x.shape[0]):
                 sj = x[j] * inv - v if scale_first else (x[j] - v) * inv
-                buf[j] = exp_f64(sj)
+                buf[j] = exp_f64_nonpositive(sj)
 
         return impl64
 
@@ -358,7 +361,7 @@ def _short_rows_exps(x, temperature, r0, r1, s, e, work, mt, maxima, tops, ones,
     :func:`_exp_shifted` and :func:`_count_and_rest`, entry for entry. Row
     r0 + ii has its s_j in s[ii * k + j], exp(s_j) in e[ii * k + j], and
     the (c, r) of its exps in ones[ii] and rest[ii]; mt (the maxima in the
-    dtype of x) and work (see :func:`numba_math.exps_like`) are scratch.
+    dtype of x) and work (see :func:`numba_math.exps_nonpositive_like`) are scratch.
     """
     n, k = x.shape
     nr = r1 - r0
@@ -397,7 +400,7 @@ def _short_rows_exps(x, temperature, r0, r1, s, e, work, mt, maxima, tops, ones,
     else:
         for u in range(nr * k):
             s[u] = (np.float64(xs[u]) - s[u]) / temperature
-    exps_like(s, e, work)
+    exps_nonpositive_like(s, e, work)
     ones[:nr] = 0.0
     rest[:nr] = 0.0
     for j in range(k):
