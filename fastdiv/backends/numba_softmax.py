@@ -12,13 +12,14 @@ L1/L2 cache after the first:
 
 1. the row maximum m;
 2. s_j = x_j / T - m / T (T >= 1) or (x_j - m) / T (T < 1) in float64,
-   and e_j = exp(s_j), written to a buffer of the row's dtype: for float64
-   rows from the vectorised :func:`numba_math.exp_f64`; for float32 rows
-   from :func:`numba_math.exp_f32_of_f64`, whose range reduction runs in
-   float64 and its polynomial in float32 (twice the lanes per vector,
-   1.6x faster), so that s_j loses no accuracy to float32; where 1 / T
-   is a power of two (T = 1 first of all) a float32 row's s_j is formed
-   in float32 alone as an exact sum hi + lo (:func:`_exps_float`);
+   and e_j = exp(s_j), written to a buffer of the row's dtype (softmax:
+   to ``out``): for float64 rows from the vectorised
+   :func:`numba_math.exp_f64_nonpositive` (the bits of exp_f64 for
+   s <= 0, with less work); for float32 rows from the same range
+   reduction in float64 and a polynomial in float32 (twice the lanes per
+   vector, 1.6x faster), so that s_j loses no accuracy to float32; where
+   1 / T is a power of two (T = 1 first of all) a float32 row's s_j is
+   formed in float32 alone as an exact sum hi + lo (:func:`_exps_float`);
 3. the sums c = #{j : e_j = 1} and r = sum of the other e_j, in float64
    with vector partial sums, then the scaled output.
 
