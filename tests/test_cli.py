@@ -84,7 +84,7 @@ def test_every_subcommand_has_help(sub):
 
 def test_info_reports_backends_threads_and_cpu():
     proc = run("info")
-    for word in ("backends:", "numpy", "threads:", "OpenMP", "vector ISA", "log:"):
+    for word in ("backends:", "numpy", "threads:", "OpenMP", "ISA", "log:", "exp:"):
         assert word in proc.stdout
     data = json.loads(run("info", "--json").stdout)
     assert data["backends"]["numpy"]["usable"] is True
@@ -93,6 +93,7 @@ def test_info_reports_backends_threads_and_cpu():
     if data["backends"]["cython"]["usable"]:
         has_avx512f = "avx512f" in data["vector_extensions"]
         assert data["cython_log"].startswith("inline AVX-512") == has_avx512f
+        assert data["cython_exp"].startswith("inline AVX-512") == has_avx512f
 
 
 @pytest.mark.parametrize(

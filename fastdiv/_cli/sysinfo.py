@@ -111,6 +111,17 @@ def cython_log() -> str:
     return "glibc's libmvec or libm (no AVX-512F here)"
 
 
+def cython_exp() -> str:
+    """Which exp the Cython softmax-family kernels take here."""
+    try:
+        from fastdiv.backends._cython import _softmax
+    except ImportError:
+        return "n/a (the Cython extension is not built)"
+    if _softmax.exp8_in_use():
+        return "inline AVX-512 (fastdiv_exp8.h)"
+    return "glibc's libmvec or libm (no AVX-512F here)"
+
+
 def report() -> dict:
     """Everything ``fastdiv info`` prints, as a dict."""
     import fastdiv
@@ -141,6 +152,7 @@ def report() -> dict:
         "vector_extensions": flags,
         "vector_extensions_source": source,
         "cython_log": cython_log(),
+        "cython_exp": cython_exp(),
     }
 
 
@@ -167,5 +179,6 @@ def format_report(info: dict) -> str:
         f"vector ISA:      {' '.join(info['vector_extensions']) or 'none found'}"
         f" (from {info['vector_extensions_source']})",
         f"Cython log:      {info['cython_log']}",
+        f"Cython exp:      {info['cython_exp']}",
     ]
     return "\n".join(lines)
