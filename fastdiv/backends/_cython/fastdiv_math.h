@@ -437,6 +437,14 @@ static FD_HOT double fd_exp_shift_sum_f32(const float *x, ptrdiff_t k,
     FD_OPAQUE(limf);
     if (ones)
         *ones = 0.0;
+#if FD_LOG8
+    /* softmax's exps go to out in one pass over the row, then their sum
+     * (see fd_exp16_exact_array for why not chunk by chunk). */
+    if (fd_use_exp8 && exact && out) {
+        fd_exp16_exact_array(x, k, (float)m, (float)a, (float)c, limf, out);
+        return fd_sum_f32(out, k);
+    }
+#endif
     for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {
         ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;
         const float *xs = x + j0;
