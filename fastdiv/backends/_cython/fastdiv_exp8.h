@@ -121,6 +121,27 @@ fd_exp16_hilo_array(const float *hi, const float *lo, ptrdiff_t n, float *e) {
     }
 }
 
+/* e[j] = exp(s_j) for j < n, s_j = (x_j - m) a - c (divide == 0) or
+ * (x_j - m) / a - c, the double shift of fd_exp_shift_sum_f64 with the same
+ * operations, and the exp in registers: one pass over the row that writes
+ * e once, for softmax's exps into out (see fd_exp16_exact_array). */
+FD_T512 __attribute__((noinline)) static void
+fd_exp8_shift_array(const double *x, ptrdiff_t n, double m, double a,
+                    double c, int divide, double *e) {
+    const __m512d vm = _mm512_set1_pd(m), va = _mm512_set1_pd(a);
+    const __m512d vc = _mm512_set1_pd(c);
+    for (ptrdiff_t j = 0; j < n; j += 8) {
+        __mmask8 live = fd_lanes8(j, n);
+        __m512d d = _mm512_sub_pd(fd_load8_f64(x + j, live), vm);
+        d = divide ? _mm512_div_pd(d, va) : _mm512_mul_pd(d, va);
+        __m512d r = fd_exp8(_mm512_sub_pd(d, vc));
+        if (live == 0xFF)
+            _mm512_storeu_pd(e + j, r);
+        else
+            _mm512_mask_storeu_pd(e + j, live, r);
+    }
+}
+
 /* e[j] = exp(s_j) for j < n, s_j = (x_j - m) a - c in float as the exact
  * sum hi + lo of fd_exps_f32_exact (fastdiv_math.h), with the same
  * operations (so the same hi and lo), and the exp in registers: one pass

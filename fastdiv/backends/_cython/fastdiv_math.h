@@ -355,6 +355,14 @@ static FD_HOT double fd_exp_shift_sum_f64(const double *x, ptrdiff_t k,
     double rest = 0.0;
     if (ones)
         *ones = 0.0;
+#if FD_LOG8
+    /* softmax's exps go to out in one pass over the row, then their sum
+     * (see fd_exp16_exact_array for why not chunk by chunk). */
+    if (fd_use_exp8 && out) {
+        fd_exp8_shift_array(x, k, m, a, c, divide, out);
+        return fd_sum_f64(out, k);
+    }
+#endif
     for (ptrdiff_t j0 = 0; j0 < k; j0 += FD_CHUNK) {
         ptrdiff_t len = k - j0 < FD_CHUNK ? k - j0 : FD_CHUNK;
         const double *xs = x + j0;
