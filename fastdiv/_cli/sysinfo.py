@@ -100,26 +100,26 @@ def openmp_status() -> str:
     return "no (the Cython kernels run on one thread)"
 
 
-def cython_log() -> str:
-    """Which log the Cython divergence and pairwise JS kernels take here."""
+def _cython_inline(module: str, probe: str, header: str) -> str:
+    """Whether a Cython module runs its inline AVX-512 function here (its
+    ``probe`` says) or glibc's."""
     try:
-        from fastdiv.backends._cython import _divergence
+        mod = importlib.import_module(f"fastdiv.backends._cython.{module}")
     except ImportError:
         return "n/a (the Cython extension is not built)"
-    if _divergence.log8_in_use():
-        return "inline AVX-512 (fastdiv_log8.h)"
+    if getattr(mod, probe)():
+        return f"inline AVX-512 ({header})"
     return "glibc's libmvec or libm (no AVX-512F here)"
+
+
+def cython_log() -> str:
+    """Which log the Cython divergence and pairwise JS kernels take here."""
+    return _cython_inline("_divergence", "log8_in_use", "fastdiv_log8.h")
 
 
 def cython_exp() -> str:
     """Which exp the Cython softmax-family kernels take here."""
-    try:
-        from fastdiv.backends._cython import _softmax
-    except ImportError:
-        return "n/a (the Cython extension is not built)"
-    if _softmax.exp8_in_use():
-        return "inline AVX-512 (fastdiv_exp8.h)"
-    return "glibc's libmvec or libm (no AVX-512F here)"
+    return _cython_inline("_softmax", "exp8_in_use", "fastdiv_exp8.h")
 
 
 def report() -> dict:
