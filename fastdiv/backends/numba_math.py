@@ -77,18 +77,15 @@ __all__ = [
     "exp_f64",
     "exp_f32",
     "exp_f32_of_f64",
-    "exp_f32_reduced",
     "exp_like",
     "exps_nonpositive_like",
     "exp_nonpositive_like",
     "exp_f64_nonpositive",
     "exp_f32_nonpositive",
-    "exp_f32_reduced_nonpositive",
     "log_f64",
     "log_f32",
     "log_of",
     "maxnum",
-    "reduce_f32_of_f64",
 ]
 
 _F64 = ir.DoubleType()
@@ -361,21 +358,30 @@ def _exp_poly_f32(r):
 
 
 @numba.njit(types.float32(types.float32, types.float32), cache=True, nogil=True)
-def exp_f32_reduced_nonpositive(r, n):
-    """:func:`exp_f32_reduced` for n <= 0 (the exps of shifted logits), with
+def _exp_f32_reduced_nonpositive(r, n):
+    """:func:`_exp_f32_reduced` for n <= 0 (the exps of shifted logits), with
     the same bits: (e 2**(n + 32)) 2**-32, n >= -151 after the clamps of
     the callers, as :func:`exp_f64_nonpositive` has it."""
     return (_exp_poly_f32(r) * _pow2_f32(n + _32_32)) * _TWO_M32_32
 
 
 @numba.njit(types.float32(types.float32, types.float32), cache=True, nogil=True)
-def exp_f32_reduced(r, n):
+def _exp_f32_reduced(r, n):
     """exp(r) 2**n in float32 for |r| <= ln 2 / 2 and an integer-valued n:
     the polynomial and the two-factor scaling of :func:`exp_f32`."""
     e = _exp_poly_f32(r)
     n1 = _SPLIT_32 if n > _SPLIT_32 else n
     n1 = -_SPLIT_32 if n1 < -_SPLIT_32 else n1
     return (e * _pow2_f32(n1)) * _pow2_f32(n - n1)
+
+
+@numba.njit(types.UniTuple(types.float32, 2)(types.float32), cache=True, nogil=True)
+def _reduce_f32(x):
+    """(r, n) with x = n ln 2 + r, |r| <= ln 2 / 2, for a clamped x (or
+    NaN): the range reduction of :func:`exp_f32`."""
+    n = _fma32(x, _LOG2E_32, _ROUND32) - _ROUND32
+    r = _fma32(-n, _LN2_HI_32, x)
+    return _fma32(-n, _LN2_LO_32, r), n
 
 
 @numba.njit(types.float32(types.float32), cache=True, nogil=True)
@@ -393,10 +399,8 @@ def exp_f32(x):
     """
     x = _EXP_HI_32 if x > _EXP_HI_32 else x
     x = _EXP_LO_32 if x < _EXP_LO_32 else x
-    n = _fma32(x, _LOG2E_32, _ROUND32) - _ROUND32
-    r = _fma32(-n, _LN2_HI_32, x)
-    r = _fma32(-n, _LN2_LO_32, r)
-    return exp_f32_reduced(r, n)
+    r, n = _reduce_f32(x)
+    return _exp_f32_reduced(r, n)
 
 
 @numba.njit(types.float32(types.float32), cache=True, nogil=True)
@@ -404,10 +408,8 @@ def exp_f32_nonpositive(x):
     """:func:`exp_f32` for x <= 0 or NaN, with the same bits (see
     :func:`exp_f64_nonpositive`); wrong for x > 0, which no caller passes."""
     x = _EXP_LO_32 if x < _EXP_LO_32 else x
-    n = _fma32(x, _LOG2E_32, _ROUND32) - _ROUND32
-    r = _fma32(-n, _LN2_HI_32, x)
-    r = _fma32(-n, _LN2_LO_32, r)
-    return exp_f32_reduced_nonpositive(r, n)
+    r, n = _reduce_f32(x)
+    return _exp_f32_reduced_nonpositive(r, n)
 
 
 # A float64 argument rounded to float32 would lose |x| * 2**-24 of relative
@@ -421,8 +423,8 @@ _EXP_LO_MIXED = -104.0
 
 
 @numba.njit(types.UniTuple(types.float32, 2)(types.float64), cache=True, nogil=True)
-def reduce_f32_of_f64(x):
-    """(r, n) with exp(x) ~ exp_f32_reduced(r, n): the float64 range
+def _reduce_f32_of_f64(x):
+    """(r, n) with exp(x) ~ _exp_f32_reduced(r, n): the float64 range
     reduction of :func:`exp_f32_of_f64`, r and n rounded to float32.
 
     The first half of exp_f32_of_f64, for loops that run the halves apart:
@@ -431,9 +433,9 @@ def reduce_f32_of_f64(x):
 
     Examples
     --------
-    >>> from fastdiv.backends.numba_math import exp_f32_reduced, reduce_f32_of_f64
-    >>> r, n = reduce_f32_of_f64(1.0)
-    >>> float(exp_f32_reduced(r, n)) == float(exp_f32_of_f64(1.0))
+    >>> from fastdiv.backends.numba_math import _exp_f32_reduced, _reduce_f32_of_f64
+    >>> r, n = _reduce_f32_of_f64(1.0)
+    >>> float(_exp_f32_reduced(r, n)) == float(exp_f32_of_f64(1.0))
     True
     """
     x = _EXP_HI_MIXED if x > _EXP_HI_MIXED else x
@@ -459,14 +461,14 @@ def exp_f32_of_f64(x):
     >>> float(exp_f32_of_f64(-1e300)), float(exp_f32_of_f64(1e300))
     (0.0, inf)
     """
-    r, n = reduce_f32_of_f64(x)
-    return exp_f32_reduced(r, n)
+    r, n = _reduce_f32_of_f64(x)
+    return _exp_f32_reduced(r, n)
 
 
 def exp_nonpositive_like(s, like):
     """exp(s) of a float64 s <= 0 (or NaN) in the dtype of ``like``: the
     bits of :func:`exp_like` through :func:`exp_f64_nonpositive` and
-    :func:`exp_f32_reduced_nonpositive`, for the exp passes of softmax."""
+    :func:`_exp_f32_reduced_nonpositive`, for the exp passes of softmax."""
     return like.dtype.type(math.exp(s))
 
 
@@ -475,8 +477,8 @@ def _exp_nonpositive_like_impl(s, like):
     if like.dtype == types.float32:
 
         def exp32(s, like):
-            r, n = reduce_f32_of_f64(s)
-            return exp_f32_reduced_nonpositive(r, n)
+            r, n = _reduce_f32_of_f64(s)
+            return _exp_f32_reduced_nonpositive(r, n)
 
         return exp32
     return lambda s, like: exp_f64_nonpositive(s)
@@ -505,11 +507,11 @@ def exps_nonpositive_like(s, e, work):
     of e, with the bits of :func:`exp_nonpositive_like`.
 
     float32 scratch ``work`` as long as s (unused for float64 e). In
-    compiled code a float32 e gets :func:`exp_f32_of_f64` in two loops, the
-    float64 range reduction and then the float32 polynomial, with the same
-    bits as one loop: in one loop LLVM runs the polynomial at the lanes of
-    the float64 half (8 to a 512-bit vector), alone at 16. This Python body
-    gives the same to rounding, for code run without the JIT.
+    compiled code a float32 e gets the float64 range reduction and then the
+    float32 polynomial in two loops, with the same bits as one loop: in one
+    loop LLVM runs the polynomial at the lanes of the float64 half (8 to a
+    512-bit vector), alone at 16. This Python body gives the same to
+    rounding, for code run without the JIT.
     """
     for u in range(s.shape[0]):
         e[u] = exp_like(s[u], e)
@@ -528,9 +530,9 @@ def _exps_nonpositive_like_impl(s, e, work):
     def exps_f32(s, e, work):
         # r goes to e and n to work, then e[u] = exp(r) 2**n in place.
         for u in range(s.shape[0]):
-            e[u], work[u] = reduce_f32_of_f64(s[u])
+            e[u], work[u] = _reduce_f32_of_f64(s[u])
         for u in range(s.shape[0]):
-            e[u] = exp_f32_reduced_nonpositive(e[u], work[u])
+            e[u] = _exp_f32_reduced_nonpositive(e[u], work[u])
 
     return exps_f32
 

@@ -12,11 +12,11 @@ A row with a finite maximum takes the fast path, three passes over a row
 that stays in cache: the maximum, the shifted exponentials (written to
 ``out`` and summed in double), and the scaling. The exp is the inline
 AVX-512 one of ``fastdiv_exp8.h`` where the CPU has AVX-512F, libmvec's
-vector exp through ``fastdiv_math.h`` elsewhere. A row whose maximum is not finite, or whose
-sum turns out NaN, is redone by a scalar branch that applies the rules for
-+inf, all -inf and NaN rows. Rows of fewer than 16 entries are handled many
-at a time (``_short_rows``), since a loop over one of them never reaches
-the vector code: 1.3-3.3x faster at 3 to 15 entries.
+vector exp through ``fastdiv_math.h`` elsewhere. A row whose maximum is not
+finite, or whose sum turns out NaN, is redone by a scalar branch that
+applies the rules for +inf, all -inf and NaN rows. Rows of fewer than 16
+entries are handled many at a time (``_short_rows``), since a loop over one
+of them never reaches the vector code: 1.3-3.3x faster at 3 to 15 entries.
 """
 
 from cython.parallel cimport prange
@@ -42,7 +42,6 @@ def use_exp8(bint on):
     cdef bint was = fm.fd_use_exp8
     fm.fd_exp8_enable(on)
     return was
-
 
 
 # How s = z / T - max(z / T) is formed for one call: see _make_plan.
